@@ -1,0 +1,4 @@
+//! netstack
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

@@ -1,0 +1,1 @@
+//! Host integration tests and the simulated Xen.

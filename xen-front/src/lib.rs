@@ -1,0 +1,2 @@
+//! xen-front
+#![cfg_attr(not(test), no_std)]
