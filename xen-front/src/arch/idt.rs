@@ -1,0 +1,421 @@
+//! The IDT: every vector runs on an IST stack, faults are reported and crash the domain, and
+//! the event upcall only clears `evtchn_upcall_pending`.
+//!
+//! Why IST for everything: the host target (`x86_64-unknown-linux-gnu`) lets code use the
+//! 128 bytes below `rsp` (the red zone) without moving `rsp`. An interrupt delivered on the
+//! same stack would push over them. With an IST index in every gate, the CPU always switches
+//! to a dedicated stack first.
+
+use core::arch::{asm, global_asm};
+use core::cell::UnsafeCell;
+use core::fmt::Write;
+use core::ops::Range;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use super::cpu;
+
+/// The vector Xen injects for event-channel upcalls (`HVM_PARAM_CALLBACK_IRQ`, vector type).
+pub const UPCALL_VECTOR: u8 = 0xf0;
+
+const IST_STACK_SIZE: usize = 16 * 1024;
+/// IST slots (1-based in the gate descriptors).
+const IST_FAULT: u8 = 1;
+const IST_DOUBLE_FAULT: u8 = 2;
+const IST_INTERRUPT: u8 = 3;
+
+const KERNEL_CS: u16 = 0x08;
+const KERNEL_DS: u16 = 0x10;
+const TSS_SEL: u16 = 0x18;
+
+/// Address of vCPU 0's `evtchn_upcall_pending` byte, read by the upcall stub (0 = not yet
+/// mapped: the stub then only counts).
+#[unsafe(no_mangle)]
+static XEN_FRONT_UPCALL_PENDING: AtomicUsize = AtomicUsize::new(0);
+/// Upcalls taken.
+#[unsafe(no_mangle)]
+static XEN_FRONT_UPCALLS: AtomicU64 = AtomicU64::new(0);
+/// Interrupts on vectors nobody asked for.
+#[unsafe(no_mangle)]
+static XEN_FRONT_SPURIOUS: AtomicU64 = AtomicU64::new(0);
+
+global_asm!(
+    ".pushsection .text.xen_front_idt, \"ax\", @progbits",
+    // 32 exception stubs, 16 bytes apart: push a dummy error code where the CPU pushes none,
+    // push the vector, join the common path.
+    ".balign 16",
+    ".globl xen_front_fault_stubs",
+    "xen_front_fault_stubs:",
+    ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    ".balign 16",
+    // Vectors 8, 10-14, 17, 21, 29 and 30 come with an error code from the CPU.
+    ".if (\\n == 8) || (\\n >= 10 && \\n <= 14) || (\\n == 17) || (\\n == 21) || (\\n == 29) || (\\n == 30)",
+    ".else",
+    "push 0",
+    ".endif",
+    "push \\n",
+    "jmp xen_front_fault_common",
+    ".endr",
+    "xen_front_fault_common:",
+    "push rax",
+    "push rbx",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push rbp",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rdi, rsp",
+    "call xen_front_fault_entry",
+    "ud2",
+    // The event upcall: clear upcall_pending (Xen re-injects while it is set), count, return.
+    ".balign 16",
+    ".globl xen_front_upcall_stub",
+    "xen_front_upcall_stub:",
+    "push rax",
+    "mov rax, [rip + XEN_FRONT_UPCALL_PENDING]",
+    "test rax, rax",
+    "jz 2f",
+    "mov byte ptr [rax], 0",
+    "2:",
+    "lock inc qword ptr [rip + XEN_FRONT_UPCALLS]",
+    "pop rax",
+    "iretq",
+    ".balign 16",
+    ".globl xen_front_spurious_stub",
+    "xen_front_spurious_stub:",
+    "lock inc qword ptr [rip + XEN_FRONT_SPURIOUS]",
+    "iretq",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    static xen_front_fault_stubs: u8;
+    static xen_front_upcall_stub: u8;
+    static xen_front_spurious_stub: u8;
+}
+
+/// Registers saved by the fault path, lowest address first.
+#[repr(C)]
+#[derive(Debug)]
+pub struct FaultFrame {
+    /// General-purpose registers as pushed by the common stub.
+    pub r15: u64,
+    #[allow(missing_docs)]
+    pub r14: u64,
+    #[allow(missing_docs)]
+    pub r13: u64,
+    #[allow(missing_docs)]
+    pub r12: u64,
+    #[allow(missing_docs)]
+    pub r11: u64,
+    #[allow(missing_docs)]
+    pub r10: u64,
+    #[allow(missing_docs)]
+    pub r9: u64,
+    #[allow(missing_docs)]
+    pub r8: u64,
+    #[allow(missing_docs)]
+    pub rbp: u64,
+    #[allow(missing_docs)]
+    pub rdi: u64,
+    #[allow(missing_docs)]
+    pub rsi: u64,
+    #[allow(missing_docs)]
+    pub rdx: u64,
+    #[allow(missing_docs)]
+    pub rcx: u64,
+    #[allow(missing_docs)]
+    pub rbx: u64,
+    #[allow(missing_docs)]
+    pub rax: u64,
+    /// Exception vector.
+    pub vector: u64,
+    /// CPU error code (0 where the exception has none).
+    pub error: u64,
+    /// Faulting instruction.
+    pub rip: u64,
+    /// Code segment.
+    pub cs: u64,
+    /// Flags.
+    pub rflags: u64,
+    /// Stack pointer at the fault.
+    pub rsp: u64,
+    /// Stack segment.
+    pub ss: u64,
+}
+
+#[repr(C, align(16))]
+struct IstStack(UnsafeCell<[u8; IST_STACK_SIZE]>);
+// Safety: only the CPU uses these stacks, on exception entry.
+unsafe impl Sync for IstStack {}
+
+static IST_STACKS: [IstStack; 3] = [const { IstStack(UnsafeCell::new([0; IST_STACK_SIZE])) }; 3];
+
+#[repr(C, align(16))]
+struct Tables {
+    gdt: [u64; 5],
+    tss: [u8; 104],
+    idt: [[u64; 2]; 256],
+}
+struct TablesCell(UnsafeCell<Tables>);
+// Safety: written once by `init` before interrupts are enabled, then only read by the CPU.
+unsafe impl Sync for TablesCell {}
+
+static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables { gdt: [0; 5], tss: [0; 104], idt: [[0; 2]; 256] }));
+
+/// Stacks a fault report may dump from (the main stack and the IST stacks).
+static MAIN_STACK: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+fn gate(handler: usize, ist: u8) -> [u64; 2] {
+    let h = handler as u64;
+    let lo = (h & 0xffff)
+        | (u64::from(KERNEL_CS) << 16)
+        | (u64::from(ist) << 32)
+        | (0x8e << 40) // present, DPL 0, 64-bit interrupt gate (IF cleared on entry)
+        | ((h >> 16) & 0xffff) << 48;
+    [lo, h >> 32]
+}
+
+/// Loads a GDT with a TSS carrying the IST stacks, and an IDT in which every vector uses one.
+///
+/// `main_stack` is the boot stack's range, used to bound the stack dump of a fault report.
+///
+/// # Safety
+/// Call once, early, with interrupts disabled, before anything relies on the old GDT.
+pub unsafe fn init(main_stack: Range<usize>) {
+    MAIN_STACK[0].store(main_stack.start, Ordering::Relaxed);
+    MAIN_STACK[1].store(main_stack.end, Ordering::Relaxed);
+    // Safety: single-threaded early boot; nothing else touches the tables yet.
+    let t = unsafe { &mut *TABLES.0.get() };
+    let tss_addr = t.tss.as_ptr() as u64;
+    t.gdt = [
+        0,
+        0x00af_9b00_0000_ffff, // 64-bit code
+        0x00cf_9300_0000_ffff, // flat data
+        // 64-bit available TSS (type 9), limit 103.
+        103 | ((tss_addr & 0xff_ffff) << 16) | (0x89 << 40) | (((tss_addr >> 24) & 0xff) << 56),
+        tss_addr >> 32,
+    ];
+    for (i, stack) in IST_STACKS.iter().enumerate() {
+        let top = stack.0.get() as u64 + IST_STACK_SIZE as u64;
+        let off = 36 + 8 * i; // ist1 is at byte 36
+        t.tss[off..off + 8].copy_from_slice(&top.to_le_bytes());
+    }
+    t.tss[102..104].copy_from_slice(&104u16.to_le_bytes()); // no I/O permission bitmap
+
+    // Taking the address of the stubs (code symbols), never reading through them.
+    let (faults, upcall, spurious) = (
+        &raw const xen_front_fault_stubs as usize,
+        &raw const xen_front_upcall_stub as usize,
+        &raw const xen_front_spurious_stub as usize,
+    );
+    for (v, entry) in t.idt.iter_mut().enumerate() {
+        *entry = match v {
+            2 | 8 | 18 => gate(faults + v * 16, IST_DOUBLE_FAULT), // NMI, #DF, #MC
+            0..=31 => gate(faults + v * 16, IST_FAULT),
+            v if v == UPCALL_VECTOR as usize => gate(upcall, IST_INTERRUPT),
+            _ => gate(spurious, IST_INTERRUPT),
+        };
+    }
+
+    let gdt_ptr = DescriptorPointer { limit: (5 * 8 - 1) as u16, base: t.gdt.as_ptr() as u64 };
+    let idt_ptr = DescriptorPointer { limit: (256 * 16 - 1) as u16, base: t.idt.as_ptr() as u64 };
+    // Safety: the tables are fully written, static, and describe the flat segments we run
+    // in; the far return reloads CS with the same 64-bit code segment.
+    unsafe {
+        asm!(
+            "lgdt [{gdt}]",
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ds, {ds:x}",
+            "mov es, {ds:x}",
+            "mov ss, {ds:x}",
+            "ltr {tss:x}",
+            "lidt [{idt}]",
+            gdt = in(reg) &gdt_ptr,
+            idt = in(reg) &idt_ptr,
+            cs = in(reg) u64::from(KERNEL_CS),
+            ds = in(reg) KERNEL_DS,
+            tss = in(reg) TSS_SEL,
+            tmp = out(reg) _,
+        );
+    }
+}
+
+#[repr(C, packed)]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Tells the upcall stub where vCPU 0's `evtchn_upcall_pending` byte is.
+pub fn set_upcall_pending_addr(addr: usize) {
+    XEN_FRONT_UPCALL_PENDING.store(addr, Ordering::Release);
+}
+
+/// Upcalls taken since boot.
+pub fn upcalls() -> u64 {
+    XEN_FRONT_UPCALLS.load(Ordering::Relaxed)
+}
+
+/// Interrupts on unexpected vectors since boot.
+pub fn spurious_interrupts() -> u64 {
+    XEN_FRONT_SPURIOUS.load(Ordering::Relaxed)
+}
+
+/// Where fault reports go, and how the domain dies afterwards. Set by the appliance once the
+/// console works; before that the report goes to Xen's debug port only.
+pub struct FaultSink {
+    /// Writes report text; must not take locks another context may hold.
+    pub write: fn(&str),
+    /// Ends the domain (shutdown with reason crash).
+    pub crash: fn() -> !,
+}
+
+static FAULT_SINK: spin::Once<FaultSink> = spin::Once::new();
+static IN_FAULT: AtomicBool = AtomicBool::new(false);
+
+/// Installs the fault report sink (once).
+pub fn set_fault_sink(sink: FaultSink) {
+    FAULT_SINK.call_once(|| sink);
+}
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow", "#BR bound range",
+    "#UD invalid opcode", "#NM device not available", "#DF double fault", "coprocessor overrun",
+    "#TS invalid TSS", "#NP segment not present", "#SS stack fault", "#GP general protection",
+    "#PF page fault", "reserved 15", "#MF x87 error", "#AC alignment check", "#MC machine check",
+    "#XM SIMD error", "#VE virtualization", "#CP control protection", "reserved 22", "reserved 23",
+    "reserved 24", "reserved 25", "reserved 26", "reserved 27", "#HV hypervisor injection",
+    "#VC VMM communication", "#SX security", "reserved 31",
+];
+
+/// A small stack buffer for formatting the report without allocation.
+struct LineBuf {
+    buf: [u8; 160],
+    len: usize,
+}
+
+impl Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+fn emit(args: core::fmt::Arguments<'_>) {
+    let mut line = LineBuf { buf: [0; 160], len: 0 };
+    let _ = line.write_fmt(args);
+    let text = core::str::from_utf8(&line.buf[..line.len]).unwrap_or("?\n");
+    match FAULT_SINK.get() {
+        Some(sink) => (sink.write)(text),
+        None => debug_port_write(text),
+    }
+}
+
+/// Writes to Xen's HVM debug port 0xE9 (`xl dmesg` with `guest_loglvl=all`).
+pub fn debug_port_write(s: &str) {
+    for b in s.bytes() {
+        // Safety: port 0xE9 is Xen's debug console; writing has no other effect.
+        unsafe { cpu::outb(0xe9, b) };
+    }
+}
+
+/// The bounds of the stack that `rsp` lies in, if it is one we know.
+fn known_stack(rsp: usize) -> Option<Range<usize>> {
+    let main = MAIN_STACK[0].load(Ordering::Relaxed)..MAIN_STACK[1].load(Ordering::Relaxed);
+    core::iter::once(main)
+        .chain(IST_STACKS.iter().map(|s| {
+            let b = s.0.get() as usize;
+            b..b + IST_STACK_SIZE
+        }))
+        .find(|r| r.contains(&rsp))
+}
+
+/// Entered from the common fault stub on the fault IST stack. Never returns.
+#[unsafe(no_mangle)]
+extern "C" fn xen_front_fault_entry(frame: &FaultFrame) -> ! {
+    if IN_FAULT.swap(true, Ordering::SeqCst) {
+        // A fault while reporting a fault: say nothing more, just die.
+        match FAULT_SINK.get() {
+            Some(sink) => (sink.crash)(),
+            None => cpu::halt_forever(),
+        }
+    }
+    let name = EXCEPTION_NAMES.get(frame.vector as usize).copied().unwrap_or("?");
+    emit(format_args!(
+        "FATAL: exception {} ({}) error={:#x} rip={:#x} cr2={:#x}\n",
+        name,
+        frame.vector,
+        frame.error,
+        frame.rip,
+        cpu::cr2()
+    ));
+    emit(format_args!(
+        "  rsp={:#x} rbp={:#x} rflags={:#x} cs={:#x} ss={:#x}\n",
+        frame.rsp, frame.rbp, frame.rflags, frame.cs, frame.ss
+    ));
+    emit(format_args!(
+        "  rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x}\n",
+        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi
+    ));
+    emit(format_args!(
+        "  r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x}\n",
+        frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15
+    ));
+    let rsp = frame.rsp as usize;
+    match known_stack(rsp) {
+        Some(stack) => {
+            let end = stack.end.min(rsp + 16 * 8);
+            let mut addr = rsp & !7;
+            while addr + 8 <= end {
+                // Safety: `addr` lies inside a stack we own and that is mapped.
+                let word = unsafe { core::ptr::read_volatile(addr as *const u64) };
+                emit(format_args!("  stack {:#x}: {:#018x}\n", addr, word));
+                addr += 8;
+            }
+        }
+        None => emit(format_args!("  stack dump skipped: rsp outside known stacks (guard page hit?)\n")),
+    }
+    emit(format_args!("FATAL: shutting down with reason crash\n"));
+    match FAULT_SINK.get() {
+        Some(sink) => (sink.crash)(),
+        None => cpu::halt_forever(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_encode_handler_selector_ist_and_type() {
+        let [lo, hi] = gate(0xffff_8000_1234_5678, 3);
+        assert_eq!(lo & 0xffff, 0x5678);
+        assert_eq!((lo >> 16) & 0xffff, 0x08);
+        assert_eq!((lo >> 32) & 0x7, 3);
+        assert_eq!((lo >> 40) & 0xff, 0x8e);
+        assert_eq!(lo >> 48, 0x1234);
+        assert_eq!(hi, 0xffff_8000);
+    }
+
+    #[test]
+    fn frame_layout_matches_the_push_order() {
+        assert_eq!(core::mem::offset_of!(FaultFrame, rax), 14 * 8);
+        assert_eq!(core::mem::offset_of!(FaultFrame, vector), 15 * 8);
+        assert_eq!(core::mem::offset_of!(FaultFrame, rip), 17 * 8);
+        assert_eq!(core::mem::size_of::<FaultFrame>(), 22 * 8);
+    }
+}
