@@ -1,4 +1,9 @@
-//! firewall
+//! firewall: the portcullis firewall engine (Qubes rules; connection tracking and NAT to come).
+//!
+//! `no_std`, no heap: capacities are the constants of [`config`].
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod config;
+pub mod rules;

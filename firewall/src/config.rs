@@ -1,0 +1,32 @@
+//! Fixed capacities of the firewall engine.
+//!
+//! The appliance has no heap: every table is sized here, at compile time. When a capacity is
+//! exceeded the engine follows a written policy instead of growing (for rule sets: the rule
+//! set is refused and that client's traffic is dropped, see [`crate::rules`]).
+
+/// Longest rule string accepted, in bytes: QubesDB's `QDB_MAX_DATA`, the largest value dom0
+/// can write into one key.
+pub const MAX_RULE_LEN: usize = 3072;
+
+/// Most numbered rules (`0000`, `0001`, …) in one client's rule set. A longer rule set is
+/// refused as a whole ([`crate::rules::ErrorKind::TooManyRules`]), so the client's traffic is
+/// dropped rather than evaluated against a truncated list.
+pub const MAX_RULES_PER_CLIENT: usize = 256;
+
+/// Most distinct `dsthost=` names in one client's rule set (rules naming the same host share
+/// one entry and one resolution).
+pub const MAX_HOSTS_PER_CLIENT: usize = 64;
+
+/// Bytes available for the `dsthost=` names of one client's rule set, all names together.
+pub const HOST_NAME_BYTES_PER_CLIENT: usize = 4096;
+
+/// Longest DNS name accepted in `dsthost=` (RFC 1035: 253 characters in text form, without
+/// the trailing dot).
+pub const MAX_HOST_NAME_LEN: usize = 253;
+
+/// Most addresses (A and AAAA together) kept for one resolved `dsthost` name. A resolver that
+/// got more marks the resolution incomplete ([`crate::rules::Resolution::Resolved`]): an
+/// `accept` rule then matches only the kept addresses, and a `drop` rule drops every flow that
+/// reaches it without matching a kept address (it cannot tell that the flow is not one it would
+/// have dropped), so truncation never lets traffic through that Linux would reject.
+pub const MAX_ADDRS_PER_HOST: usize = 32;
