@@ -53,7 +53,8 @@ pub enum RingFault {
         /// Our `rsp_cons`.
         cons: u32,
     },
-    /// `req_cons` moved backwards or past our `req_prod`.
+    /// `req_cons` moved backwards or past our `req_prod` (or was more than a ring behind it
+    /// when we attached).
     ReqConsOutOfRange {
         /// `req_cons` as read.
         cons: u32,
@@ -112,9 +113,17 @@ impl StoreRing {
                 prod: self.req_prod_published,
             });
         }
-        self.req_cons_seen = cons;
-        // Our own invariant keeps this ≤ 1024; the page bytes at [cons, prod) are the peer's.
+        // We never write more than fits, so this stays ≤ 1024 once running; only indices
+        // found in the page at attach time can break it.
         let used = self.req_prod.wrapping_sub(cons) as usize;
+        if used > XENSTORE_RING_SIZE {
+            return Err(RingFault::ReqConsOutOfRange {
+                cons,
+                last,
+                prod: self.req_prod_published,
+            });
+        }
+        self.req_cons_seen = cons;
         Ok(XENSTORE_RING_SIZE - used)
     }
 
@@ -286,5 +295,12 @@ mod tests {
         ));
         page.write_u32(field::REQ_CONS, 5006); // past what we published
         assert!(ring.req_space().is_err());
+
+        // Garbage left in the page before we attached: a fault, not an underflow.
+        let page = page_at(100);
+        page.write_u32(field::REQ_PROD, 3000);
+        let mut ring = StoreRing::new(page);
+        assert!(ring.req_space().is_err());
+        assert!(ring.write_req(b"x").is_err());
     }
 }

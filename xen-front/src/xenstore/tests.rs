@@ -1046,22 +1046,29 @@ impl Rng {
 
 #[test]
 fn random_garbage_never_panics_or_hangs() {
-    for seed in 1..200u64 {
+    let (mut broken, mut total) = (0, XsStats::default());
+    for seed in 1..300u64 {
         let (mut c, mut f, page) = setup_at(seed as u32 * 77);
         let mut rng = Rng(seed);
         for step in 0..40u64 {
             let _ = c.submit(step, 5, TxId::NONE, Request::Read("x"));
-            match rng.next() % 8 {
-                // A plausible header with random fields, then random bytes.
-                0 => {
-                    let (t, id, len) = (rng.next() % 30, rng.next() % 40, rng.next() % 5000);
+            match rng.next() % 64 {
+                // Index corruption is fatal, so keep it rare to reach the other paths too.
+                0 => page.write_u32(offsets::RSP_PROD, rng.next() as u32),
+                1 => page.write_u32(offsets::REQ_CONS, rng.next() as u32),
+                // A header with random fields; whatever follows becomes its payload.
+                2..=5 => {
+                    let (t, len) = (rng.next() % 30, rng.next() % 4500);
+                    let id = if rng.next().is_multiple_of(2) {
+                        rng.next() % 40
+                    } else {
+                        rng.next()
+                    };
                     f.send_raw(t as u32, id as u32, 0, len as u32, &[]);
                 }
-                1 => f
+                6..=9 => f
                     .outbox
                     .extend((0..rng.next() % 300).map(|_| rng.next() as u8)),
-                2 => page.write_u32(offsets::RSP_PROD, rng.next() as u32),
-                3 => page.write_u32(offsets::REQ_CONS, rng.next() as u32),
                 _ => {}
             }
             for _ in 0..4 {
@@ -1073,5 +1080,17 @@ fn random_garbage_never_panics_or_hangs() {
         // Whatever happened, every request has ended by its deadline: no hang.
         let _ = c.poll(1_000);
         assert!(c.slots_all_settled(), "seed {seed}");
+        broken += matches!(c.state(), ClientState::Broken(_)) as u32;
+        let s = c.stats();
+        total.dropped_unknown_type += s.dropped_unknown_type;
+        total.dropped_unknown_id += s.dropped_unknown_id;
+        total.timeouts += s.timeouts;
     }
+    // The garbage reached both the fatal and the skip-and-count paths.
+    assert!(broken > 0 && broken < 299, "{broken} broken");
+    assert!(
+        total.dropped_unknown_type > 0 && total.dropped_unknown_id > 0,
+        "{total:?}"
+    );
+    assert!(total.timeouts > 0, "{total:?}");
 }

@@ -131,6 +131,7 @@ impl TxnRetry {
     }
 
     /// Ends the open transaction with a commit; the outcome comes from later polls.
+    /// On `Err` (e.g. [`Error::TooManyInFlight`]) the transaction stays open: try again.
     pub fn commit(&mut self, client: &mut Client, now_ns: u64) -> Result<(), Error> {
         self.end(client, now_ns, true)
     }
