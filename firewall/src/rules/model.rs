@@ -136,10 +136,11 @@ impl fmt::Display for Ipv4Prefix {
     }
 }
 
-/// An IPv6 network (`dst6=…/n`), host bits cleared like [`Ipv4Prefix`].
+/// An IPv6 network (`dst6=…/n`), host bits cleared like [`Ipv4Prefix`]. (Stored as bytes,
+/// not `u128`, so that a [`Rule`] stays small and byte-aligned.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ipv6Prefix {
-    net: u128,
+    net: Ipv6Addr,
     len: u8,
 }
 
@@ -151,7 +152,7 @@ impl Ipv6Prefix {
             return None;
         }
         Some(Self {
-            net: addr.to_bits() & Self::mask(len),
+            net: Ipv6Addr::from_bits(addr.to_bits() & Self::mask(len)),
             len,
         })
     }
@@ -167,7 +168,7 @@ impl Ipv6Prefix {
     /// The network address (host bits cleared).
     #[must_use]
     pub const fn network(&self) -> Ipv6Addr {
-        Ipv6Addr::from_bits(self.net)
+        self.net
     }
 
     /// The prefix length, 0–128.
@@ -179,7 +180,7 @@ impl Ipv6Prefix {
     /// Whether `addr` is in this network.
     #[must_use]
     pub const fn contains(&self, addr: Ipv6Addr) -> bool {
-        addr.to_bits() & Self::mask(self.len) == self.net
+        addr.to_bits() & Self::mask(self.len) == self.net.to_bits()
     }
 }
 

@@ -1387,3 +1387,173 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn sizes_stay_small() {
+    use core::mem::size_of;
+    // Documented in the report / config: a rule is a few dozen bytes, a client's rule set
+    // (256 rules + 4 KiB of names) about 16 KiB.
+    assert!(
+        size_of::<Rule>() <= 40,
+        "Rule is {} bytes",
+        size_of::<Rule>()
+    );
+    assert!(
+        size_of::<Verdict>() <= 8,
+        "Verdict is {} bytes",
+        size_of::<Verdict>()
+    );
+    assert!(
+        size_of::<RuleSetError>() <= 24,
+        "RuleSetError is {} bytes",
+        size_of::<RuleSetError>()
+    );
+    std::println!(
+        "Rule {} B, RuleSet {} B, ClientRules {} B, HostTable {} B, Verdict {} B",
+        size_of::<Rule>(),
+        size_of::<RuleSet>(),
+        size_of::<ClientRules>(),
+        size_of::<HostTable>(),
+        size_of::<Verdict>()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// differential test against a direct transcription of Linux `qubes-firewall`'s nftables
+// translation (qubes-protocols.md §5.3), for rules without dsthost
+
+#[derive(Clone, Debug)]
+struct Spec {
+    accept: bool,
+    dst4: Option<(u32, u8)>,
+    proto: Option<u8>,
+    dns: bool,
+    ports: Option<(u16, u16)>,
+    icmp_type: Option<u8>,
+}
+
+impl Spec {
+    /// The rule as dom0 writes it (key order of `Rule.rule`).
+    fn render(&self) -> String {
+        let mut s = String::from(if self.accept {
+            "action=accept"
+        } else {
+            "action=drop"
+        });
+        if let Some((a, len)) = self.dst4 {
+            s += &format!(" dst4={}/{len}", Ipv4Addr::from_bits(a));
+        }
+        if let Some(p) = self.proto {
+            s += match p {
+                6 => " proto=tcp",
+                17 => " proto=udp",
+                _ => " proto=icmp",
+            };
+        }
+        if self.dns {
+            s += " specialtarget=dns";
+        }
+        if let Some((lo, hi)) = self.ports {
+            s += &format!(" dstports={lo}-{hi}");
+        }
+        if let Some(t) = self.icmp_type {
+            s += &format!(" icmptype={t}");
+        }
+        s
+    }
+
+    /// nft: `ip protocol P ip daddr D [ip daddr @dns] tcp|udp dport X icmp type T`.
+    fn linux_matches(&self, dst: u32, proto: u8, port: u16, ty: u8, dns: &[u32]) -> bool {
+        let mut ports = self.ports;
+        if self.dns {
+            if ports.is_some_and(|p| p != (53, 53)) || dns.is_empty() {
+                return false; // rule skipped
+            }
+            ports = Some((53, 53));
+            if !dns.contains(&dst) {
+                return false;
+            }
+        }
+        if self.proto.is_some_and(|p| p != proto) {
+            return false;
+        }
+        if let Some((a, len)) = self.dst4 {
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
+            if dst & mask != a & mask {
+                return false;
+            }
+        }
+        if let Some((lo, hi)) = ports {
+            // without proto: duplicated as a tcp and a udp rule
+            if !(proto == 6 || proto == 17) || port < lo || port > hi {
+                return false;
+            }
+        }
+        if let Some(t) = self.icmp_type {
+            if proto != 1 || ty != t {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let addr = prop_oneof![Just(0x0a8b_0101u32), Just(0x0102_0304u32), any::<u32>()];
+    let port = prop_oneof![Just(53u16), Just(80u16), any::<u16>()];
+    (
+        any::<bool>(),
+        proptest::option::of((addr, 0u8..=32)),
+        proptest::option::of(prop_oneof![Just(6u8), Just(17u8), Just(1u8)]),
+        any::<bool>(),
+        proptest::option::of((port.clone(), port)),
+        proptest::option::of(prop_oneof![Just(0u8), Just(8u8), any::<u8>()]),
+    )
+        .prop_map(|(accept, dst4, proto, dns, ports, icmp_type)| Spec {
+            accept,
+            dst4,
+            proto,
+            dns,
+            // only the combinations dom0 allows
+            ports: ports
+                .filter(|_| matches!(proto, Some(6 | 17)))
+                .map(|(a, b)| (a.min(b), a.max(b))),
+            icmp_type: icmp_type.filter(|_| proto == Some(1)),
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn agrees_with_linux_translation(
+        specs in proptest::collection::vec(spec(), 0..6),
+        policy_accept in any::<bool>(),
+        dst in prop_oneof![Just(0x0a8b_0101u32), Just(0x0a8b_0102u32), Just(0x0102_0304u32), any::<u32>()],
+        proto in prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(47u8)],
+        port in prop_oneof![Just(53u16), Just(80u16), any::<u16>()],
+        ty in prop_oneof![Just(0u8), Just(8u8), any::<u8>()],
+        with_dns in any::<bool>(),
+    ) {
+        let texts: Vec<String> = specs.iter().map(Spec::render).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let set = rule_set(Family::V4, if policy_accept { "accept" } else { "drop" }, &refs).unwrap();
+        let dns_u32: &[u32] = if with_dns { &[0x0a8b_0101, 0x0a8b_0102] } else { &[] };
+        let dns_ip: Vec<IpAddr> = dns_u32.iter().map(|&a| IpAddr::V4(Ipv4Addr::from_bits(a))).collect();
+        let flow = Flow::new(IpAddr::V4(Ipv4Addr::from_bits(dst)), proto, port, ty);
+        let got = set.evaluate(&flow, &MatchContext { dns_servers: &dns_ip, hosts: &NoResolutions });
+        let want = specs
+            .iter()
+            .position(|s| s.linux_matches(dst, proto, port, ty, dns_u32))
+            .map(|i| {
+                let n = num(u16::try_from(i).unwrap());
+                if specs[i].accept { Verdict::Accept(AcceptedBy::Rule(n)) } else { Verdict::Drop(DropReason::Rule(n)) }
+            })
+            .unwrap_or(if policy_accept { ACCEPT_POLICY } else { DROP_POLICY });
+        prop_assert_eq!(got, want, "rules {:?}", texts);
+    }
+}
