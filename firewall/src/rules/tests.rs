@@ -1493,10 +1493,10 @@ impl Spec {
                 return false;
             }
         }
-        if let Some(t) = self.icmp_type {
-            if proto != 1 || ty != t {
-                return false;
-            }
+        if let Some(t) = self.icmp_type
+            && (proto != 1 || ty != t)
+        {
+            return false;
         }
         true
     }
