@@ -1,4 +1,381 @@
+//! The portcullis PVH appliance: boot glue and the poll loop.
+//!
+//! Unsafe here is limited to the boot glue: the entry assembly, reading the start info
+//! through the identity map, the panic handler and the `mem*` functions the compiler needs.
 #![no_std]
 #![no_main]
-#[panic_handler]
-fn p(_: &core::panic::PanicInfo) -> ! { loop {} }
+
+mod rt;
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use grant_pool::{PageCell, SharedPage};
+use portcullis::config;
+use portcullis::control::{Control, ControlAction};
+use portcullis::counters::Registry;
+use portcullis::options::{DebugCrash, Ignored, LogLevel, Options};
+use xen_front::abi::{ShutdownReason, hvm_param, mapspace, virq, xenfeat};
+use xen_front::arch::{cpu, idt, paging};
+use xen_front::console::{self, ConsoleRing};
+use xen_front::events::PendingEvents;
+use xen_front::gnttab::GrantTableFrames;
+use xen_front::hypercall;
+use xen_front::platform::{EventChannels, Port, Xen};
+use xen_front::start_info::BootInfo;
+use xen_front::time;
+use xen_front::xenstore::{Client, ClientState};
+
+core::arch::global_asm!(include_str!("boot/entry.s"), options(att_syntax));
+
+unsafe extern "C" {
+    static boot_stack_guard: u8;
+    static boot_stack: u8;
+    static boot_stack_top: u8;
+    static __image_start: u8;
+    static __image_end: u8;
+    static __bss_start: u8;
+}
+
+/// The shared_info page Xen maps over this RAM page.
+static SHARED_INFO: PageCell = PageCell::new();
+/// Our grant table frames.
+static GRANT_FRAMES: [PageCell; config::GRANT_TABLE_FRAMES] = [const { PageCell::new() }; config::GRANT_TABLE_FRAMES];
+static XENSTORE: spin::Mutex<Client> = spin::Mutex::new(Client::new());
+static COUNTERS: spin::Mutex<Registry> = spin::Mutex::new(Registry::new());
+
+static LOOP_PASSES: AtomicU64 = AtomicU64::new(0);
+static IDLE_SLEEPS: AtomicU64 = AtomicU64::new(0);
+static XS_NOTIFIES: AtomicU64 = AtomicU64::new(0);
+
+fn shared_info() -> SharedPage {
+    SharedPage::from_static(&SHARED_INFO)
+}
+
+fn now() -> u64 {
+    time::system_time(&shared_info(), cpu::rdtsc)
+}
+
+fn crash() -> ! {
+    // Give xenconsoled a moment to read the report, then die with reason crash.
+    spin_wait_drained(50_000_000);
+    let e = hypercall::shutdown(ShutdownReason::Crash);
+    idt::debug_port_write("FATAL: SCHEDOP_shutdown(crash) refused\n");
+    let _ = e;
+    cpu::halt_forever()
+}
+
+fn spin_wait_drained(max_ns: u64) {
+    if !hypercall::ready() {
+        return;
+    }
+    let start = now();
+    while !console::drained() && now().wrapping_sub(start) < max_ns {
+        hypercall::sched_yield();
+    }
+}
+
+/// Reads guest-physical memory through the identity map (boot data only).
+fn read_phys(paddr: u64, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        // Safety: the boot identity map covers 0–4 GiB and Xen places start info, command
+        // line, module list and memory map below 4 GiB; the reads are volatile byte loads.
+        *b = unsafe { core::ptr::read_volatile((paddr + i as u64) as *const u8) };
+    }
+}
+
+fn boot_fail(msg: &str) -> ! {
+    idt::debug_port_write("portcullis: fatal boot error: ");
+    idt::debug_port_write(msg);
+    idt::debug_port_write("\n");
+    console::write_line(msg);
+    if hypercall::ready() {
+        crash()
+    }
+    cpu::halt_forever()
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn kmain(start_info_paddr: u64) -> ! {
+    // 1. Faults must be reportable before anything else can go wrong.
+    let (guard, stack, stack_top) =
+        (&raw const boot_stack_guard as usize, &raw const boot_stack as usize, &raw const boot_stack_top as usize);
+    // Safety: first thing at boot, interrupts off; the tables describe the running segments.
+    unsafe { idt::init(stack..stack_top) };
+    // Safety: the guard page is reserved in entry.s for exactly this and nothing uses it.
+    let guard_ok = unsafe { paging::unmap_guard_page(guard) };
+
+    // 2. Copy the boot data before anything could reuse the memory after our image.
+    let boot = match BootInfo::parse(start_info_paddr, read_phys) {
+        Ok(b) => b,
+        Err(_) => boot_fail("not started by a PVH loader (bad hvm_start_info magic)"),
+    };
+
+    // 3. Hypervisor.
+    let Some(xen) = hypercall::detect() else { boot_fail("Xen not detected (CPUID)") };
+    if !hypercall::init(&xen) {
+        boot_fail("hypercall page not installed");
+    }
+    idt::set_fault_sink(idt::FaultSink { write: console::write_fault_text, crash });
+    if let Err(e) = hypercall::add_to_physmap(mapspace::SHARED_INFO, 0, SHARED_INFO.addr() as u64 >> 12) {
+        boot_fail_xen("mapping shared_info", e);
+    }
+
+    // 4. Console and logging.
+    let console_pfn = hvm_param_or_fail(hvm_param::CONSOLE_PFN, "console page");
+    let console_port = Port(hvm_param_or_fail(hvm_param::CONSOLE_EVTCHN, "console event channel") as u32);
+    // Safety: Xen's console page is a special page in the identity-mapped reserved region,
+    // shared with xenconsoled for the domain's lifetime; only SharedPage accesses it.
+    let console_page = unsafe { SharedPage::from_addr((console_pfn << 12) as usize) };
+    let mut ignored_opts: [Option<Ignored<'_>>; 16] = [None; 16];
+    let mut n_ignored = 0usize;
+    let opts = Options::parse(boot.cmdline(), |i| {
+        if n_ignored < ignored_opts.len() {
+            ignored_opts[n_ignored] = Some(i);
+        }
+        n_ignored += 1;
+    });
+    console::install(ConsoleRing::new(console_page), console_port, level_filter(opts.log_level), now);
+
+    let (major, minor) = hypercall::xen_version();
+    let mut extra = [0u8; 16];
+    let n = hypercall::xen_extraversion(&mut extra).unwrap_or(0);
+    log::info!("portcullis {} starting on Xen {}.{}{}", portcullis::VERSION, major, minor,
+        core::str::from_utf8(&extra[..n]).unwrap_or(""));
+    log::info!("command line: \"{}\"{}", boot.cmdline(), if boot.cmdline_truncated { " (truncated)" } else { "" });
+    for i in ignored_opts.iter().flatten() {
+        match i {
+            Ignored::Unknown(w) => log::warn!("ignoring unknown option {:?}", w),
+            Ignored::BadValue(w) => log::warn!("ignoring option with a bad value {:?}", w),
+        }
+    }
+    if n_ignored > ignored_opts.len() {
+        log::warn!("{} more options ignored", n_ignored - ignored_opts.len());
+    }
+    for r in boot.memmap() {
+        log::info!("memory {:#012x}-{:#012x} type {}", r.addr, r.addr + r.size.saturating_sub(1), r.kind);
+    }
+    for m in boot.modules() {
+        log::info!("boot module {:#x}+{:#x} (reserved, unused)", m.paddr, m.size);
+    }
+    log::info!("boot data {:#x}-{:#x} copied", boot.boot_data.0, boot.boot_data.1);
+    let image = (&raw const __image_start as usize, &raw const __image_end as usize);
+    let bss_start = &raw const __bss_start as usize;
+    log::info!(
+        "memory budget: image {} KiB ({} KiB .bss) of {} MiB RAM; static budget {} KiB (allowance, see config)",
+        (image.1 - image.0) / 1024,
+        (image.1 - bss_start) / 1024,
+        boot.ram_bytes() >> 20,
+        config::budget_total() / 1024
+    );
+    for line in config::budget() {
+        log::debug!("  budget: {:<28} {:>8} KiB", line.what, line.bytes / 1024);
+    }
+    match guard_ok {
+        Ok(()) => log::info!("stack guard page at {:#x}", guard),
+        Err(e) => log::warn!("stack guard page not set up: {:?}", e),
+    }
+    if let Some(d) = xen.domid {
+        log::info!("domid {} (from CPUID)", d);
+    }
+
+    // 5. Events: upcall vector, timer.
+    let features = hypercall::xen_features();
+    if features & (1 << xenfeat::HVM_CALLBACK_VECTOR) == 0 {
+        boot_fail("Xen does not offer the HVM callback vector");
+    }
+    idt::set_upcall_pending_addr(SHARED_INFO.addr());
+    if let Err(e) = hypercall::hvm_set_param(
+        hvm_param::CALLBACK_IRQ,
+        (hvm_param::CALLBACK_TYPE_VECTOR << 56) | u64::from(idt::UPCALL_VECTOR),
+    ) {
+        boot_fail_xen("setting the callback vector", e);
+    }
+    let mut events = PendingEvents::new(shared_info());
+    let timer_port = match Xen.bind_virq(virq::TIMER) {
+        Ok(p) => p,
+        Err(e) => boot_fail_xen("binding VIRQ_TIMER", e),
+    };
+
+    // 6. Grant table.
+    match GrantTableFrames::map(&GRANT_FRAMES) {
+        Ok(gt) => log::info!(
+            "grant table: {} entries mapped ({} frames of max {}), refs from {}",
+            gt.entries(),
+            gt.entries() / 512,
+            gt.max_frames,
+            gt.first_free_ref()
+        ),
+        Err(e) => log::error!("grant table not mapped: {}", e),
+    }
+
+    // 7. Xenstore and the control plane.
+    let store_pfn = hvm_param_or_fail(hvm_param::STORE_PFN, "xenstore page");
+    let store_port = Port(hvm_param_or_fail(hvm_param::STORE_EVTCHN, "xenstore event channel") as u32);
+    // Safety: the xenstore page is a special page shared with xenstored for our lifetime.
+    XENSTORE.lock().attach(unsafe { SharedPage::from_addr((store_pfn << 12) as usize) });
+    for p in [console_port, store_port, timer_port] {
+        let _ = Xen.unmask(p);
+    }
+    register_counters();
+
+    let mut control = Control::new();
+    control.start(&mut XENSTORE.lock(), now());
+    let stats_every = u64::from(opts.stats_interval_s) * 1_000_000_000;
+    let mut next_stats = if stats_every > 0 { now() + stats_every } else { u64::MAX };
+    let mut ready = false;
+    let mut xs_broken_reported = false;
+
+    loop {
+        LOOP_PASSES.fetch_add(1, Ordering::Relaxed);
+        events.harvest();
+        let _ = events.take(timer_port);
+        let _ = events.take(console_port);
+        let _ = events.take(store_port);
+        events.clear_untaken();
+
+        let t = now();
+        let mut xs = XENSTORE.lock();
+        let outcome = xs.poll(t);
+        if outcome.notify_peer {
+            XS_NOTIFIES.fetch_add(1, Ordering::Relaxed);
+            let _ = Xen.send(store_port);
+        }
+        if let ClientState::Broken(fault) = xs.state() {
+            if !xs_broken_reported {
+                xs_broken_reported = true;
+                log::error!("xenstore connection broken by a protocol error ({:?}); control plane stopped", fault);
+            }
+        }
+        while let Some(action) = control.poll(&mut xs, t) {
+            match action {
+                ControlAction::Registered => {
+                    log::info!("xenstore: domid {:?}, name \"{}\"", control.domid, control.name());
+                    if let (Some(a), Some(b)) = (control.domid, xen.domid) {
+                        if a != b {
+                            log::warn!("xenstore domid {} differs from CPUID domid {}", a, b);
+                        }
+                    }
+                    control.set_state(&mut xs, t, "ready");
+                    if !ready {
+                        ready = true;
+                        log::info!("ready: idle, waiting for events");
+                    }
+                    if let Some(c) = opts.debug_crash {
+                        drop(xs);
+                        debug_crash(c);
+                    }
+                }
+                ControlAction::Shutdown(reason) => {
+                    log::info!("shutdown requested by dom0: {:?}", reason);
+                    drop(xs);
+                    spin_wait_drained(200_000_000);
+                    let e = hypercall::shutdown(reason);
+                    boot_fail_xen("SCHEDOP_shutdown", e);
+                }
+                ControlAction::DumpCounters => dump_counters(&xs, &control),
+            }
+        }
+        let outcome = xs.poll(t);
+        if outcome.notify_peer {
+            XS_NOTIFIES.fetch_add(1, Ordering::Relaxed);
+            let _ = Xen.send(store_port);
+        }
+        let busy = outcome.replies_ready || outcome.events_ready;
+        drop(xs);
+
+        if t >= next_stats {
+            next_stats = t + stats_every;
+            summary_line();
+        }
+        if busy {
+            continue;
+        }
+        // Idle: wake for the next deadline (stats, xenstore timeouts) or any event.
+        let deadline = next_stats.min(t + 1_000_000_000);
+        let _ = hypercall::set_timer_op(deadline);
+        if !events.harvest() {
+            IDLE_SLEEPS.fetch_add(1, Ordering::Relaxed);
+            cpu::idle_until_interrupt();
+        }
+    }
+}
+
+fn debug_crash(c: DebugCrash) -> ! {
+    log::warn!("debug-crash={:?}: faulting on purpose", c);
+    spin_wait_drained(100_000_000);
+    match c {
+        // Safety: deliberately invalid — the address is the unmapped guard page; the fault
+        // handler reports it and crashes the domain, which is the point of this option.
+        DebugCrash::PageFault => unsafe {
+            core::ptr::write_volatile(&raw const boot_stack_guard as *mut u8, 1);
+        },
+        DebugCrash::StackOverflow => {
+            recurse(0);
+        }
+    }
+    boot_fail("debug crash did not fault")
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)] // the point: run into the guard page
+fn recurse(depth: u64) -> u64 {
+    let pad = core::hint::black_box([depth; 64]);
+    recurse(depth + 1) + pad[3]
+}
+
+fn level_filter(l: LogLevel) -> log::LevelFilter {
+    match l {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    }
+}
+
+fn hvm_param_or_fail(index: u32, what: &str) -> u64 {
+    match hypercall::hvm_get_param(index) {
+        Ok(v) if v != 0 => v,
+        Ok(_) => boot_fail(what),
+        Err(e) => boot_fail_xen(what, e),
+    }
+}
+
+fn boot_fail_xen(what: &str, e: hypercall::XenError) -> ! {
+    let mut line = console::LineBuffer::default();
+    let _ = write!(line, "{}: {}", what, e);
+    boot_fail(line.as_str())
+}
+
+fn register_counters() {
+    let mut r = COUNTERS.lock();
+    r.register("loop.passes", &LOOP_PASSES);
+    r.register("loop.idle_sleeps", &IDLE_SLEEPS);
+    r.register("xenstore.notifies", &XS_NOTIFIES);
+    r.register("console.lines_written", &console::LINES_WRITTEN);
+    r.register("console.lines_dropped", &console::LINES_DROPPED);
+}
+
+fn summary_line() {
+    let mut line = console::LineBuffer::default();
+    let _ = write!(line, "stats:");
+    COUNTERS.lock().for_each_nonzero(|n, v| {
+        let _ = write!(line, " {}={}", n, v);
+    });
+    let _ = write!(line, " upcalls={} spurious={}", idt::upcalls(), idt::spurious_interrupts());
+    log::info!("{}", line.as_str());
+}
+
+fn dump_counters(xs: &Client, control: &Control) {
+    log::info!("counters dump begin");
+    COUNTERS.lock().for_each(|n, v| log::info!("  {} = {}", n, v));
+    log::info!("  irq.upcalls = {}", idt::upcalls());
+    log::info!("  irq.spurious = {}", idt::spurious_interrupts());
+    let s = xs.stats();
+    log::info!("  xenstore.stats = {:?}", s);
+    log::info!("  xenstore.in_flight = {}", xs.in_flight());
+    log::info!("  control.errors = {}", control.errors);
+    log::info!("  control.ignored_requests = {}", control.ignored_requests);
+    log::info!("counters dump end");
+}

@@ -1,0 +1,64 @@
+//! Capacities and the static memory budget, in one place.
+//!
+//! Everything portcullis uses is reserved at link time (`.bss`); there is no heap. The
+//! budget below adds the large statics up; a host test checks it against the documented VM
+//! size, and `cargo xtask` checks the built image against [`IMAGE_ALLOWANCE`].
+
+/// The VM size portcullis is documented to run in (`memory = 16` in the xl config).
+pub const VM_MEMORY: usize = 16 << 20;
+/// Space the image's code, read-only data and data may take (checked on the built ELF).
+pub const IMAGE_ALLOWANCE: usize = 1 << 20;
+/// Room kept for what Xen puts in our RAM besides the image: start info, command line,
+/// memory map, a Qubes initramfs module, and the page tables Xen does not count as ours.
+pub const BOOT_DATA_RESERVE: usize = 1 << 20;
+/// The boot stack (see `src/boot/entry.s`) and its guard page.
+pub const BOOT_STACK: usize = 128 * 1024 + 4096;
+/// Boot page tables: PML4, PDPT, four PDs, and the guard-page table.
+pub const PAGE_TABLES: usize = 7 * 4096;
+/// Grant table frames we map (512 entries each).
+pub const GRANT_TABLE_FRAMES: usize = 4;
+/// xen-front's fixed statics: hypercall page, shared_info, three 16 KiB IST stacks, IDT.
+pub const PLATFORM_STATICS: usize = 4096 + 4096 + 3 * 16 * 1024 + 4096 + 256;
+/// The xenstore client: 16 request slots of 4 KiB plus its event queue (about 20 KiB).
+pub const XENSTORE_STATICS: usize = 16 * 4096 + 24 * 1024;
+
+/// One line of the budget.
+#[derive(Clone, Copy, Debug)]
+pub struct BudgetLine {
+    /// What it is.
+    pub what: &'static str,
+    /// Bytes.
+    pub bytes: usize,
+}
+
+/// The static memory budget, line by line.
+pub fn budget() -> [BudgetLine; 6] {
+    [
+        BudgetLine { what: "image (code+data) allowance", bytes: IMAGE_ALLOWANCE },
+        BudgetLine { what: "boot stack + guard", bytes: BOOT_STACK },
+        BudgetLine { what: "page tables", bytes: PAGE_TABLES },
+        BudgetLine { what: "grant table frames", bytes: GRANT_TABLE_FRAMES * 4096 },
+        BudgetLine { what: "platform statics", bytes: PLATFORM_STATICS },
+        BudgetLine { what: "xenstore client", bytes: XENSTORE_STATICS },
+    ]
+}
+
+/// Total of [`budget`].
+pub fn budget_total() -> usize {
+    budget().iter().map(|l| l.bytes).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_budget_fits_the_documented_vm_with_room_for_stack_and_boot_data() {
+        assert!(budget_total() + BOOT_DATA_RESERVE <= VM_MEMORY, "{} bytes", budget_total());
+    }
+
+    #[test]
+    fn xenstore_budget_covers_the_real_client() {
+        assert!(core::mem::size_of::<xen_front::xenstore::Client>() <= XENSTORE_STATICS);
+    }
+}

@@ -1,0 +1,134 @@
+//! The appliance's command line: `key=value` words. Qubes passes its own kernel options too,
+//! so unknown words are reported back (to be warned about) and otherwise ignored.
+
+/// Log verbosity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default.
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// A deliberate fault for the crash test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugCrash {
+    /// Write to an unmapped address (page fault).
+    PageFault,
+    /// Overflow the boot stack into its guard page.
+    StackOverflow,
+}
+
+/// Parsed options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `loglevel=error|warn|info|debug|trace`.
+    pub log_level: LogLevel,
+    /// `seed=N`: fixed entropy for reproducible tests (mixed with the hardware sources).
+    pub seed: Option<u64>,
+    /// `stats=SECONDS`: periodic one-line counter summary (0 = off, the default).
+    pub stats_interval_s: u32,
+    /// `debug-crash=pagefault|stack`: fault on purpose once booted.
+    pub debug_crash: Option<DebugCrash>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { log_level: LogLevel::Info, seed: None, stats_interval_s: 0, debug_crash: None }
+    }
+}
+
+/// Something on the command line we did not use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ignored<'a> {
+    /// An option we do not know (e.g. one of Qubes' kernel options).
+    Unknown(&'a str),
+    /// A known option with a value we cannot use.
+    BadValue(&'a str),
+}
+
+impl Options {
+    /// Parses `cmdline`, calling `ignored` for each word not used.
+    pub fn parse<'a>(cmdline: &'a str, mut ignored: impl FnMut(Ignored<'a>)) -> Options {
+        let mut o = Options::default();
+        for word in cmdline.split_ascii_whitespace() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            let ok = match key {
+                "loglevel" => match value {
+                    "error" => Some(LogLevel::Error),
+                    "warn" => Some(LogLevel::Warn),
+                    "info" => Some(LogLevel::Info),
+                    "debug" => Some(LogLevel::Debug),
+                    "trace" => Some(LogLevel::Trace),
+                    _ => None,
+                }
+                .map(|l| o.log_level = l),
+                "seed" => parse_u64(value).map(|s| o.seed = Some(s)),
+                "stats" => value.parse::<u32>().ok().map(|s| o.stats_interval_s = s),
+                "debug-crash" => match value {
+                    "pagefault" => Some(DebugCrash::PageFault),
+                    "stack" => Some(DebugCrash::StackOverflow),
+                    _ => None,
+                }
+                .map(|c| o.debug_crash = Some(c)),
+                _ => {
+                    ignored(Ignored::Unknown(word));
+                    continue;
+                }
+            };
+            if ok.is_none() {
+                ignored(Ignored::BadValue(word));
+            }
+        }
+        o
+    }
+}
+
+fn parse_u64(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_options_parse_and_unknown_ones_are_reported() {
+        let mut ignored = Vec::new();
+        let o = Options::parse("loglevel=debug root=/dev/xvda seed=0x2a stats=5 nopat loglevel=loud", |i| {
+            ignored.push(i)
+        });
+        assert_eq!(o.log_level, LogLevel::Debug);
+        assert_eq!(o.seed, Some(42));
+        assert_eq!(o.stats_interval_s, 5);
+        assert_eq!(o.debug_crash, None);
+        assert_eq!(
+            ignored,
+            [Ignored::Unknown("root=/dev/xvda"), Ignored::Unknown("nopat"), Ignored::BadValue("loglevel=loud")]
+        );
+    }
+
+    #[test]
+    fn empty_and_garbage_command_lines_give_defaults() {
+        assert_eq!(Options::parse("", |_| panic!()), Options::default());
+        let mut n = 0;
+        let o = Options::parse("seed= stats=-1 debug-crash=maybe = ==", |_| n += 1);
+        assert_eq!(o, Options::default());
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn crash_option() {
+        let o = Options::parse("debug-crash=pagefault", |_| panic!());
+        assert_eq!(o.debug_crash, Some(DebugCrash::PageFault));
+    }
+}

@@ -1,0 +1,46 @@
+# Helpers shared by the scenario scripts (sourced in dom0).
+CONSOLE_DIR=/var/log/xen/console
+T_START=$(date +%s.%N)
+
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
+
+# fail REASON: print why and stop the scenario (the runner prints logs).
+fail() { echo "$*" > /tmp/scenario-reason; exit 1; }
+
+# portcullis_start NAME [EXTRA_CMDLINE]: xl create a portcullis domain with a fresh console log.
+portcullis_start() {
+    local name=$1 extra=${2:-}
+    sed -e "s/^name .*/name = \"$name\"/" -e "s|^extra .*|extra = \"loglevel=info $extra\"|" \
+        /guest/portcullis.cfg > /tmp/$name.cfg
+    : > "$CONSOLE_DIR/guest-$name.log"
+    : > "/var/log/xen/xl-$name.log" 2>/dev/null
+    xl create /tmp/$name.cfg >/tmp/$name.create.log 2>&1 || { cat /tmp/$name.create.log; fail "xl create failed"; }
+}
+
+# wait_console NAME REGEX TIMEOUT: wait for REGEX in the domain's console log.
+wait_console() {
+    local name=$1 re=$2 t=$3 end
+    end=$(( $(date +%s) + t ))
+    while [ "$(date +%s)" -lt "$end" ]; do
+        grep -Eq "$re" "$CONSOLE_DIR/guest-$name.log" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# wait_gone NAME TIMEOUT: wait until the domain no longer exists.
+wait_gone() {
+    local name=$1 t=$2 end
+    end=$(( $(date +%s) + t ))
+    while [ "$(date +%s)" -lt "$end" ]; do
+        xl domid "$name" >/dev/null 2>&1 || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# cpu_seconds NAME: the domain's CPU time from xl list.
+cpu_seconds() { xl list "$1" 2>/dev/null | awk 'NR==2{print $6}'; }
+
+# shutdown_reason NAME: the reason code xl logged when the domain died.
+shutdown_reason() { sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' "/var/log/xen/xl-$1.log" | tail -1; }
