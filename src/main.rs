@@ -140,8 +140,13 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     let (major, minor) = hypercall::xen_version();
     let mut extra = [0u8; 16];
     let n = hypercall::xen_extraversion(&mut extra).unwrap_or(0);
-    log::info!("portcullis {} starting on Xen {}.{}{}", portcullis::VERSION, major, minor,
-        core::str::from_utf8(&extra[..n]).unwrap_or(""));
+    log::info!(
+        "portcullis {} starting on Xen {}.{}{}",
+        portcullis::VERSION,
+        major,
+        minor,
+        core::str::from_utf8(&extra[..n]).unwrap_or("")
+    );
     log::info!("command line: \"{}\"{}", boot.cmdline(), if boot.cmdline_truncated { " (truncated)" } else { "" });
     for i in ignored_opts.iter().flatten() {
         match i {

@@ -104,9 +104,8 @@ mod tests {
     #[test]
     fn known_options_parse_and_unknown_ones_are_reported() {
         let mut ignored = Vec::new();
-        let o = Options::parse("loglevel=debug root=/dev/xvda seed=0x2a stats=5 nopat loglevel=loud", |i| {
-            ignored.push(i)
-        });
+        let o =
+            Options::parse("loglevel=debug root=/dev/xvda seed=0x2a stats=5 nopat loglevel=loud", |i| ignored.push(i));
         assert_eq!(o.log_level, LogLevel::Debug);
         assert_eq!(o.seed, Some(42));
         assert_eq!(o.stats_interval_s, 5);

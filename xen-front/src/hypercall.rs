@@ -205,8 +205,7 @@ pub fn event_channel_op<T>(cmd: u64, arg: &mut T) -> XenResult<()> {
 /// `grant_table_op(cmd, ops, count)`.
 pub fn grant_table_op<T>(cmd: u64, ops: &mut [T]) -> XenResult<()> {
     // Safety: `ops` are the `gnttab_*` structures matching `cmd`, valid for the call.
-    check(unsafe { hypercall(nr::GRANT_TABLE_OP, cmd, ops.as_mut_ptr() as u64, ops.len() as u64, 0, 0) })
-        .map(drop)
+    check(unsafe { hypercall(nr::GRANT_TABLE_OP, cmd, ops.as_mut_ptr() as u64, ops.len() as u64, 0, 0) }).map(drop)
 }
 
 /// `set_timer_op(deadline)`: one-shot `VIRQ_TIMER` at Xen system time `deadline_ns`

@@ -9,5 +9,11 @@
 
 pub mod abi;
 pub mod arch;
+pub mod console;
+pub mod events;
+pub mod gnttab;
 pub mod hypercall;
+pub mod platform;
+pub mod start_info;
+pub mod time;
 pub mod xenstore;

@@ -67,7 +67,10 @@ mod tests {
         assert_eq!(scale_delta(1000, 1 << 31, 0), 500);
         assert_eq!(scale_delta(1000, 1 << 31, 1), 1000);
         assert_eq!(scale_delta(1000, 1 << 31, -1), 250);
-        assert_eq!(scale_delta(u64::MAX >> 1, u32::MAX, 1), ((u128::from(u64::MAX - 1) * u128::from(u32::MAX)) >> 32) as u64);
+        assert_eq!(
+            scale_delta(u64::MAX >> 1, u32::MAX, 1),
+            ((u128::from(u64::MAX - 1) * u128::from(u32::MAX)) >> 32) as u64
+        );
     }
 
     #[test]
