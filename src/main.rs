@@ -246,20 +246,20 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
             XS_NOTIFIES.fetch_add(1, Ordering::Relaxed);
             let _ = Xen.send(store_port);
         }
-        if let ClientState::Broken(fault) = xs.state() {
-            if !xs_broken_reported {
-                xs_broken_reported = true;
-                log::error!("xenstore connection broken by a protocol error ({:?}); control plane stopped", fault);
-            }
+        if let ClientState::Broken(fault) = xs.state()
+            && !xs_broken_reported
+        {
+            xs_broken_reported = true;
+            log::error!("xenstore connection broken by a protocol error ({:?}); control plane stopped", fault);
         }
         while let Some(action) = control.poll(&mut xs, t) {
             match action {
                 ControlAction::Registered => {
                     log::info!("xenstore: domid {:?}, name \"{}\"", control.domid, control.name());
-                    if let (Some(a), Some(b)) = (control.domid, xen.domid) {
-                        if a != b {
-                            log::warn!("xenstore domid {} differs from CPUID domid {}", a, b);
-                        }
+                    if let (Some(a), Some(b)) = (control.domid, xen.domid)
+                        && a != b
+                    {
+                        log::warn!("xenstore domid {} differs from CPUID domid {}", a, b);
                     }
                     control.set_state(&mut xs, t, "ready");
                     if !ready {

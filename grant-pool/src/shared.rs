@@ -65,7 +65,7 @@ impl SharedPage {
     /// writable for as long as any copy of the returned view is used, and must not be accessed
     /// through Rust references meanwhile.
     pub unsafe fn from_addr(addr: usize) -> Self {
-        assert!(addr != 0 && addr % PAGE_SIZE == 0, "shared page must be page-aligned");
+        assert!(addr != 0 && addr.is_multiple_of(PAGE_SIZE), "shared page must be page-aligned");
         // Safety: non-zero checked just above.
         SharedPage { base: unsafe { NonNull::new_unchecked(addr as *mut u8) } }
     }
@@ -76,7 +76,7 @@ impl SharedPage {
     }
 
     fn ptr(&self, off: usize, size: usize) -> *mut u8 {
-        assert!(off % size == 0, "unaligned shared-page access");
+        assert!(off.is_multiple_of(size), "unaligned shared-page access");
         assert!(off + size <= PAGE_SIZE, "shared-page access past the page");
         // Safety: `off + size <= PAGE_SIZE`, so the result stays within the page.
         unsafe { self.base.as_ptr().add(off) }

@@ -162,6 +162,85 @@ impl Write for LineBuffer {
     }
 }
 
+/// The console the `log` backend writes to, with its event channel.
+static CONSOLE: spin::Mutex<Option<(ConsoleRing, crate::platform::Port)>> = spin::Mutex::new(None);
+static CLOCK: spin::Once<fn() -> u64> = spin::Once::new();
+
+struct ConsoleLogger;
+
+impl log::Log for ConsoleLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut line = LineBuffer::default();
+        let ns = CLOCK.get().map(|f| f()).unwrap_or(0);
+        let _ = write!(
+            line,
+            "[{:5}.{:03}] {:5} {}",
+            ns / 1_000_000_000,
+            ns / 1_000_000 % 1000,
+            record.level(),
+            record.args()
+        );
+        write_line(line.as_str());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Writes one line to the console (dropped and counted if the ring is full, or if the console
+/// is busy because we interrupted a writer).
+pub fn write_line(line: &str) {
+    use crate::platform::EventChannels;
+    let Some(mut guard) = CONSOLE.try_lock() else {
+        LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let Some((ring, port)) = guard.as_mut() else {
+        crate::arch::idt::debug_port_write(line);
+        crate::arch::idt::debug_port_write("\n");
+        return;
+    };
+    if ring.write_line(line) {
+        let _ = crate::platform::Xen.send(*port);
+    }
+}
+
+/// Writes raw text for the fault reporter (no locking beyond a try; falls back to Xen's
+/// debug port).
+pub fn write_fault_text(text: &str) {
+    use crate::platform::EventChannels;
+    if let Some(mut guard) = CONSOLE.try_lock()
+        && let Some((ring, port)) = guard.as_mut()
+        && ring.write_raw(text)
+    {
+        let _ = crate::platform::Xen.send(*port);
+        return;
+    }
+    crate::arch::idt::debug_port_write(text);
+}
+
+/// Whether xenconsoled has read everything (used before shutting down so the last lines
+/// reach the log).
+pub fn drained() -> bool {
+    CONSOLE.lock().as_ref().is_none_or(|(ring, _)| ring.drained())
+}
+
+/// Makes `ring` the console and installs the `log` backend at `level`. `clock` gives the
+/// time stamp of each line in ns.
+pub fn install(ring: ConsoleRing, port: crate::platform::Port, level: log::LevelFilter, clock: fn() -> u64) {
+    *CONSOLE.lock() = Some((ring, port));
+    CLOCK.call_once(|| clock);
+    static LOGGER: ConsoleLogger = ConsoleLogger;
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,84 +300,4 @@ mod tests {
         assert!(b.was_cut());
         assert_eq!(b.as_str().len(), 512);
     }
-}
-
-/// The console the `log` backend writes to, with its event channel.
-static CONSOLE: spin::Mutex<Option<(ConsoleRing, crate::platform::Port)>> = spin::Mutex::new(None);
-static CLOCK: spin::Once<fn() -> u64> = spin::Once::new();
-
-struct ConsoleLogger;
-
-impl log::Log for ConsoleLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let mut line = LineBuffer::default();
-        let ns = CLOCK.get().map(|f| f()).unwrap_or(0);
-        let _ = write!(
-            line,
-            "[{:5}.{:03}] {:5} {}",
-            ns / 1_000_000_000,
-            ns / 1_000_000 % 1000,
-            record.level(),
-            record.args()
-        );
-        write_line(line.as_str());
-    }
-
-    fn flush(&self) {}
-}
-
-/// Writes one line to the console (dropped and counted if the ring is full, or if the console
-/// is busy because we interrupted a writer).
-pub fn write_line(line: &str) {
-    use crate::platform::EventChannels;
-    let Some(mut guard) = CONSOLE.try_lock() else {
-        LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    let Some((ring, port)) = guard.as_mut() else {
-        crate::arch::idt::debug_port_write(line);
-        crate::arch::idt::debug_port_write("\n");
-        return;
-    };
-    if ring.write_line(line) {
-        let _ = crate::platform::Xen.send(*port);
-    }
-}
-
-/// Writes raw text for the fault reporter (no locking beyond a try; falls back to Xen's
-/// debug port).
-pub fn write_fault_text(text: &str) {
-    use crate::platform::EventChannels;
-    if let Some(mut guard) = CONSOLE.try_lock() {
-        if let Some((ring, port)) = guard.as_mut() {
-            if ring.write_raw(text) {
-                let _ = crate::platform::Xen.send(*port);
-                return;
-            }
-        }
-    }
-    crate::arch::idt::debug_port_write(text);
-}
-
-/// Whether xenconsoled has read everything (used before shutting down so the last lines
-/// reach the log).
-pub fn drained() -> bool {
-    CONSOLE.lock().as_ref().is_none_or(|(ring, _)| ring.drained())
-}
-
-/// Makes `ring` the console and installs the `log` backend at `level`. `clock` gives the
-/// time stamp of each line in ns.
-pub fn install(ring: ConsoleRing, port: crate::platform::Port, level: log::LevelFilter, clock: fn() -> u64) {
-    *CONSOLE.lock() = Some((ring, port));
-    CLOCK.call_once(|| clock);
-    static LOGGER: ConsoleLogger = ConsoleLogger;
-    let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
 }

@@ -37,7 +37,7 @@ pub enum GuardError {
 /// Nothing may use the page at `guard` afterwards; call once during boot with interrupts
 /// disabled, while the boot page tables (identity-mapped) are live.
 pub unsafe fn unmap_guard_page(guard: usize) -> Result<(), GuardError> {
-    if guard % 4096 != 0 {
+    if !guard.is_multiple_of(4096) {
         return Err(GuardError::Unaligned);
     }
     let va = guard as u64;
