@@ -18,6 +18,7 @@ use portcullis::options::{DebugCrash, Ignored, LogLevel, Options};
 use xen_front::abi::{ShutdownReason, hvm_param, mapspace, virq, xenfeat};
 use xen_front::arch::{cpu, idt, paging};
 use xen_front::console::{self, ConsoleRing};
+use xen_front::entropy::Entropy;
 use xen_front::events::PendingEvents;
 use xen_front::gnttab::GrantTableFrames;
 use xen_front::hypercall;
@@ -43,6 +44,8 @@ static SHARED_INFO: PageCell = PageCell::new();
 static GRANT_FRAMES: [PageCell; config::GRANT_TABLE_FRAMES] = [const { PageCell::new() }; config::GRANT_TABLE_FRAMES];
 static XENSTORE: spin::Mutex<Client> = spin::Mutex::new(Client::new());
 static COUNTERS: spin::Mutex<Registry> = spin::Mutex::new(Registry::new());
+/// The CSPRNG (NAT ports, DNS ids, hash keys), seeded at boot.
+static ENTROPY: spin::Once<spin::Mutex<Entropy>> = spin::Once::new();
 
 static LOOP_PASSES: AtomicU64 = AtomicU64::new(0);
 static IDLE_SLEEPS: AtomicU64 = AtomicU64::new(0);
@@ -183,6 +186,23 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     if let Some(d) = xen.domid {
         log::info!("domid {} (from CPUID)", d);
     }
+
+    // Entropy: hardware sources unless a fixed test seed was given.
+    let rng = match opts.seed {
+        Some(seed) => {
+            log::warn!("entropy: fixed seed {} from the command line (tests only: predictable)", seed);
+            Entropy::from_fixed_seed(seed)
+        }
+        None => {
+            let mut extra = [0u8; 16];
+            extra[..8].copy_from_slice(&cpu::rdtsc().to_le_bytes());
+            extra[8..10].copy_from_slice(&xen.domid.unwrap_or(0).to_le_bytes());
+            let (rng, src) = Entropy::from_hardware(&extra);
+            log::info!("entropy: {} RDSEED, {} RDRAND, {} TSC jitter samples", src.rdseed, src.rdrand, src.tsc_samples);
+            rng
+        }
+    };
+    ENTROPY.call_once(|| spin::Mutex::new(rng));
 
     // 5. Events: upcall vector, timer.
     let features = hypercall::xen_features();

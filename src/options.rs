@@ -30,7 +30,7 @@ pub enum DebugCrash {
 pub struct Options {
     /// `loglevel=error|warn|info|debug|trace`.
     pub log_level: LogLevel,
-    /// `seed=N`: fixed entropy for reproducible tests (mixed with the hardware sources).
+    /// `seed=N`: a fixed entropy seed for reproducible tests (replaces the hardware sources).
     pub seed: Option<u64>,
     /// `stats=SECONDS`: periodic one-line counter summary (0 = off, the default).
     pub stats_interval_s: u32,

@@ -10,6 +10,7 @@
 pub mod abi;
 pub mod arch;
 pub mod console;
+pub mod entropy;
 pub mod events;
 pub mod gnttab;
 pub mod hypercall;

@@ -140,8 +140,22 @@ fn build() -> Result<PathBuf> {
             return Err(format!("{} links the allocator ({s})", elf.display()));
         }
     }
+    // No crate in the appliance may have its `alloc` or `std` feature on.
+    let tree = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(["tree", "--package", "portcullis", "--edges", "normal,features", "--prefix", "none"])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    if let Some(l) = tree.lines().find(|l| l.contains("feature \"alloc\"") || l.contains("feature \"std\"")) {
+        return Err(format!("the appliance's dependencies enable alloc/std: {l}"));
+    }
     let size = image_bytes(&elf)?;
-    println!("appliance: {} ({} KiB loaded image, no allocator symbols)", elf.display(), size / 1024);
+    println!(
+        "appliance: {} ({} KiB loaded image, no allocator symbols, no alloc/std features)",
+        elf.display(),
+        size / 1024
+    );
     Ok(elf)
 }
 
