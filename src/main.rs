@@ -204,6 +204,12 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     };
     ENTROPY.call_once(|| spin::Mutex::new(rng));
 
+    log::info!(
+        "clock: system time {} ms, wall clock {} s since the epoch",
+        now() / 1_000_000,
+        time::wall_clock_secs(&shared_info(), now(), 0)
+    );
+
     // 5. Events: upcall vector, timer.
     let features = hypercall::xen_features();
     if features & (1 << xenfeat::HVM_CALLBACK_VECTOR) == 0 {

@@ -151,6 +151,10 @@ fn build() -> Result<PathBuf> {
         return Err(format!("the appliance's dependencies enable alloc/std: {l}"));
     }
     let size = image_bytes(&elf)?;
+    // The static memory budget (src/config.rs) promises the image fits its allowance.
+    if size > portcullis::config::budget_total() as u64 {
+        return Err(format!("image of {size} bytes exceeds the static memory budget"));
+    }
     println!(
         "appliance: {} ({} KiB loaded image, no allocator symbols, no alloc/std features)",
         elf.display(),
