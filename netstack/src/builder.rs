@@ -256,7 +256,7 @@ pub fn icmpv6_echo_reply(
         return Err(Error);
     }
     let icmp = icmpv6::Packet::new_checked(data)?;
-    let icmpv6::Repr::EchoRequest { ident, seq_no, data } = icmpv6::Repr::parse(&icmp, ipr.src_addr, ipr.dst_addr)?
+    let icmpv6::Repr::EchoRequest { ident, seq_no, data } = icmpv6::Repr::parse(&icmp, ipr.src_addr, ip.pseudo_header_dst())?
     else {
         return Err(Error);
     };

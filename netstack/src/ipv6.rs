@@ -125,6 +125,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
         HEADER_LEN.min(end)..end
     }
 
+    /// The destination address for upper-layer pseudo-headers: the final destination of a
+    /// routing header if there is one with segments left, else the destination address.
+    pub fn pseudo_header_dst(&self) -> Ipv6Addr {
+        match self.upper_layer() {
+            Ok(UpperLayer { final_dst: Some(d), .. }) => d,
+            _ => self.dst_addr(),
+        }
+    }
+
     /// Walk the extension headers (see [`walk_ext_headers`]).
     pub fn upper_layer(&self) -> Result<UpperLayer> {
         let r = self.payload_range();
@@ -265,6 +274,10 @@ pub struct UpperLayer {
     pub fragment: Option<FragmentRepr>,
     /// How many extension headers were skipped.
     pub ext_headers: usize,
+    /// The final destination named by a routing header with segments left (types 0 and 2:
+    /// the last address; type 4, SRH: segment 0). Upper-layer checksums use it in the
+    /// pseudo-header instead of the destination address (RFC 8200 §8.1).
+    pub final_dst: Option<Ipv6Addr>,
 }
 
 impl UpperLayer {
@@ -283,6 +296,7 @@ pub fn walk_ext_headers(first: IpProtocol, payload: &[u8]) -> Result<UpperLayer>
     let mut nh = first;
     let mut off = 0usize;
     let mut fragment = None;
+    let mut final_dst = None;
     for count in 0..=MAX_EXT_HEADERS {
         let hdr_len = match nh {
             IpProtocol::HopByHop if count != 0 => return Err(Error),
@@ -303,14 +317,27 @@ pub fn walk_ext_headers(first: IpProtocol, payload: &[u8]) -> Result<UpperLayer>
                 off += FRAGMENT_HEADER_LEN;
                 nh = f.next_header;
                 if f.offset != 0 {
-                    return Ok(UpperLayer { protocol: nh, offset: off, fragment, ext_headers: count + 1 });
+                    return Ok(UpperLayer { protocol: nh, offset: off, fragment, ext_headers: count + 1, final_dst });
                 }
                 continue;
             }
-            _ => return Ok(UpperLayer { protocol: nh, offset: off, fragment, ext_headers: count }),
+            _ => return Ok(UpperLayer { protocol: nh, offset: off, fragment, ext_headers: count, final_dst }),
         };
         if off + hdr_len > payload.len() {
             return Err(Error);
+        }
+        if nh == IpProtocol::Ipv6Route {
+            let h = &payload[off..off + hdr_len];
+            // h[2] = routing type, h[3] = segments left; addresses from byte 8.
+            let n = (hdr_len - 8) / 16;
+            let pick = match h[2] {
+                0 | 2 if n > 0 => Some(n - 1),
+                4 if n > 0 => Some(0),
+                _ => None,
+            };
+            if let (Some(i), true) = (pick, h[3] > 0) {
+                final_dst = Some(read_ipv6(h, 8 + 16 * i));
+            }
         }
         nh = IpProtocol::from(payload[off]);
         off += hdr_len;
@@ -464,6 +491,13 @@ mod test {
         // AH uses 4-byte units.
         let u = walk_ext_headers(IpProtocol::Ah, &[17, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
         assert_eq!((u.protocol, u.offset), (IpProtocol::Udp, 12));
+        // Routing header type 0, one segment left: the final destination is the last address.
+        let mut rh = vec![17u8, 2, 0, 1, 0, 0, 0, 0];
+        rh.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+        let u = walk_ext_headers(IpProtocol::Ipv6Route, &rh).unwrap();
+        assert_eq!(u.final_dst, Some("2001:db8::2".parse().unwrap()));
+        rh[3] = 0;
+        assert_eq!(walk_ext_headers(IpProtocol::Ipv6Route, &rh).unwrap().final_dst, None);
     }
 
     #[test]
