@@ -30,3 +30,25 @@ pub const MAX_HOST_NAME_LEN: usize = 253;
 /// reaches it without matching a kept address (it cannot tell that the flow is not one it would
 /// have dropped), so truncation never lets traffic through that Linux would reject.
 pub const MAX_ADDRS_PER_HOST: usize = 32;
+
+/// Flows the connection-tracking table holds ([`crate::conntrack::DefaultConntrack`]), all
+/// clients together. Linux's default `nf_conntrack_max` on a 1 GiB machine is 65,536 too.
+pub const CONNTRACK_CAPACITY: usize = 65_536;
+
+/// Buckets of the connection-tracking index: each flow is indexed twice (its original tuple
+/// and its reply tuple), so this is 4× the capacity, keeping the load factor at or below ½.
+/// A power of two.
+pub const CONNTRACK_INDEX_BUCKETS: usize = 4 * CONNTRACK_CAPACITY;
+
+/// Default number of flows one client may hold (a quarter of the table), changeable at run
+/// time with [`crate::conntrack::Conntrack::set_client_quota`].
+pub const CONNTRACK_CLIENT_QUOTA: u32 = 16_384;
+
+/// Most clients (vifs) connection tracking tells apart: a [`crate::conntrack::ClientId`] is
+/// below this.
+pub const MAX_CLIENTS: usize = 256;
+
+/// How many random source ports NAT tries when a client's own port is taken, before
+/// refusing the flow ([`crate::conntrack::Refusal::NoFreePort`]). With the table at most
+/// ¼ full for one remote endpoint the chance that all tries fail is below 2^-128.
+pub const NAT_PORT_TRIES: u32 = 64;

@@ -1,4 +1,4 @@
-//! firewall: the portcullis firewall engine (Qubes rules; connection tracking and NAT to come).
+//! firewall: the portcullis firewall engine (Qubes rules; connection tracking and source NAT).
 //!
 //! `no_std`, no heap: capacities are the constants of [`config`].
 #![cfg_attr(not(test), no_std)]
@@ -6,4 +6,5 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod conntrack;
 pub mod rules;

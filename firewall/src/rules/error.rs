@@ -105,11 +105,7 @@ impl Snippet {
         let mut buf = [0u8; Self::CAPACITY];
         let n = bytes.len().min(Self::CAPACITY);
         for (dst, &b) in buf.iter_mut().zip(&bytes[..n]) {
-            *dst = if b.is_ascii_graphic() || b == b' ' {
-                b
-            } else {
-                b'?'
-            };
+            *dst = if b.is_ascii_graphic() || b == b' ' { b } else { b'?' };
         }
         Self {
             buf,
@@ -221,9 +217,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::DuplicateKey(k) => write!(f, "key '{k}' given twice"),
             ErrorKind::BadValue(k) => write!(f, "invalid value for '{k}'"),
             ErrorKind::MissingAction => f.write_str("no 'action'"),
-            ErrorKind::MultipleDestinations => {
-                f.write_str("more than one of 'dst4', 'dst6', 'dsthost'")
-            }
+            ErrorKind::MultipleDestinations => f.write_str("more than one of 'dst4', 'dst6', 'dsthost'"),
             ErrorKind::PortsWithoutTcpOrUdp => f.write_str("'dstports' needs proto=tcp or udp"),
             ErrorKind::IcmpTypeWithoutIcmp => f.write_str("'icmptype' needs proto=icmp"),
             ErrorKind::WrongFamily(k) => write!(f, "'{k}' of the wrong address family"),

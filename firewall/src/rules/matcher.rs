@@ -79,9 +79,7 @@ impl Flow {
         let transport = match (protocol, &dst) {
             (IPPROTO_TCP, _) => Transport::Tcp { dst_port },
             (IPPROTO_UDP, _) => Transport::Udp { dst_port },
-            (IPPROTO_ICMP, IpAddr::V4(_)) | (IPPROTO_ICMPV6, IpAddr::V6(_)) => {
-                Transport::Icmp { icmp_type }
-            }
+            (IPPROTO_ICMP, IpAddr::V4(_)) | (IPPROTO_ICMPV6, IpAddr::V6(_)) => Transport::Icmp { icmp_type },
             _ => Transport::Other { protocol },
         };
         Self { dst, transport }
@@ -138,10 +136,7 @@ struct HostEntry {
 }
 
 impl HostEntry {
-    const UNRESOLVED: Self = Self {
-        state: HostState::Unresolved,
-        addrs: Vec::new(),
-    };
+    const UNRESOLVED: Self = Self { state: HostState::Unresolved, addrs: Vec::new() };
 }
 
 /// A fixed-size table of resolutions for one rule set's hosts (entry `i` is [`HostId`] `i`).
@@ -161,9 +156,7 @@ impl HostTable {
     /// An empty table (every id unresolved).
     #[must_use]
     pub const fn new() -> Self {
-        Self {
-            entries: Vec::new(),
-        }
+        Self { entries: Vec::new() }
     }
 
     /// Forgets everything (after a new rule set was committed: ids changed meaning).
@@ -191,11 +184,7 @@ impl HostTable {
                 complete = false;
             }
         }
-        e.state = if e.addrs.is_empty() {
-            HostState::Failed
-        } else {
-            HostState::Resolved { complete }
-        };
+        e.state = if e.addrs.is_empty() { HostState::Failed } else { HostState::Resolved { complete } };
     }
 
     /// Records that resolving `id` failed.
@@ -223,10 +212,7 @@ impl HostResolutions for HostTable {
         match e.state {
             HostState::Unresolved => Resolution::Unresolved,
             HostState::Failed => Resolution::Failed,
-            HostState::Resolved { complete } => Resolution::Resolved {
-                addrs: &e.addrs,
-                complete,
-            },
+            HostState::Resolved { complete } => Resolution::Resolved { addrs: &e.addrs, complete },
         }
     }
 }
@@ -310,18 +296,10 @@ impl fmt::Display for DropReason {
                 write!(f, "rule {rule}: dsthost #{} not resolved yet", host.index())
             }
             DropReason::HostFailed { rule, host } => {
-                write!(
-                    f,
-                    "rule {rule}: dsthost #{} failed to resolve",
-                    host.index()
-                )
+                write!(f, "rule {rule}: dsthost #{} failed to resolve", host.index())
             }
             DropReason::HostIncomplete { rule, host } => {
-                write!(
-                    f,
-                    "rule {rule}: dsthost #{} address list incomplete",
-                    host.index()
-                )
+                write!(f, "rule {rule}: dsthost #{} address list incomplete", host.index())
             }
             DropReason::WrongFamily => f.write_str("address family of the wrong rule set"),
         }
@@ -365,11 +343,7 @@ enum Match {
 impl Rule {
     /// Whether this rule matches `flow`. Predicates that need no resolution are checked
     /// first, so an unresolved `dsthost` only matters for flows the rule could match.
-    fn matches<R: HostResolutions + ?Sized>(
-        &self,
-        flow: &Flow,
-        ctx: &MatchContext<'_, R>,
-    ) -> Match {
+    fn matches<R: HostResolutions + ?Sized>(&self, flow: &Flow, ctx: &MatchContext<'_, R>) -> Match {
         let port = match (self.proto, flow.transport) {
             (None, Transport::Tcp { dst_port } | Transport::Udp { dst_port }) => Some(dst_port),
             (None, _) => None,
@@ -411,9 +385,7 @@ impl Rule {
             Destination::Host(host) => {
                 let rule = self.number;
                 match ctx.hosts.resolution(host) {
-                    Resolution::Unresolved => {
-                        Match::Unknown(DropReason::HostUnresolved { rule, host })
-                    }
+                    Resolution::Unresolved => Match::Unknown(DropReason::HostUnresolved { rule, host }),
                     Resolution::Failed => Match::Unknown(DropReason::HostFailed { rule, host }),
                     Resolution::Resolved { addrs, complete } => {
                         if addrs.contains(&flow.dst) {
@@ -433,11 +405,7 @@ impl Rule {
 impl RuleSet {
     /// The verdict for a new flow (see the module docs for unresolved `dsthost` names).
     #[must_use]
-    pub fn evaluate<R: HostResolutions + ?Sized>(
-        &self,
-        flow: &Flow,
-        ctx: &MatchContext<'_, R>,
-    ) -> Verdict {
+    pub fn evaluate<R: HostResolutions + ?Sized>(&self, flow: &Flow, ctx: &MatchContext<'_, R>) -> Verdict {
         if Family::of(&flow.dst) != self.family {
             return Verdict::Drop(DropReason::WrongFamily);
         }
@@ -497,10 +465,7 @@ impl ClientRules {
     /// A client with no committed rules (drops everything).
     #[must_use]
     pub const fn new(family: Family) -> Self {
-        Self {
-            set: RuleSet::new(family),
-            state: State::NotCommitted,
-        }
+        Self { set: RuleSet::new(family), state: State::NotCommitted }
     }
 
     /// Replaces the rules with those of a commit (dom0's empty write to
@@ -555,11 +520,7 @@ impl ClientRules {
 
     /// The verdict for a new flow from this client.
     #[must_use]
-    pub fn evaluate<R: HostResolutions + ?Sized>(
-        &self,
-        flow: &Flow,
-        ctx: &MatchContext<'_, R>,
-    ) -> Verdict {
+    pub fn evaluate<R: HostResolutions + ?Sized>(&self, flow: &Flow, ctx: &MatchContext<'_, R>) -> Verdict {
         match self.state {
             State::NotCommitted => Verdict::Drop(DropReason::NoRules),
             State::Invalid(_) => Verdict::Drop(DropReason::InvalidRules),

@@ -25,12 +25,10 @@ mod tests;
 
 pub use error::{ErrorKind, Key, Location, RuleSetError, Snippet};
 pub use matcher::{
-    AcceptedBy, ClientRules, DropAnswer, DropReason, Flow, HostResolutions, HostTable,
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MatchContext, NoResolutions,
-    Resolution, RulesStatus, Transport, Verdict,
+    AcceptedBy, ClientRules, DropAnswer, DropReason, Flow, HostResolutions, HostTable, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_TCP, IPPROTO_UDP, MatchContext, NoResolutions, Resolution, RulesStatus, Transport, Verdict,
 };
 pub use model::{
-    Action, Destination, Family, HostId, Ipv4Prefix, Ipv6Prefix, PortRange, Proto, Rule,
-    RuleNumber, RuleSet,
+    Action, Destination, Family, HostId, Ipv4Prefix, Ipv6Prefix, PortRange, Proto, Rule, RuleNumber, RuleSet,
 };
 pub use parse::parse_rule;

@@ -97,18 +97,11 @@ impl Ipv4Prefix {
         if len > 32 {
             return None;
         }
-        Some(Self {
-            net: addr.to_bits() & Self::mask(len),
-            len,
-        })
+        Some(Self { net: addr.to_bits() & Self::mask(len), len })
     }
 
     const fn mask(len: u8) -> u32 {
-        if len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - len as u32)
-        }
+        if len == 0 { 0 } else { u32::MAX << (32 - len as u32) }
     }
 
     /// The network address (host bits cleared).
@@ -151,18 +144,11 @@ impl Ipv6Prefix {
         if len > 128 {
             return None;
         }
-        Some(Self {
-            net: Ipv6Addr::from_bits(addr.to_bits() & Self::mask(len)),
-            len,
-        })
+        Some(Self { net: Ipv6Addr::from_bits(addr.to_bits() & Self::mask(len)), len })
     }
 
     const fn mask(len: u8) -> u128 {
-        if len == 0 {
-            0
-        } else {
-            u128::MAX << (128 - len as u32)
-        }
+        if len == 0 { 0 } else { u128::MAX << (128 - len as u32) }
     }
 
     /// The network address (host bits cleared).
@@ -201,11 +187,7 @@ impl PortRange {
     /// The ports `lo..=hi`; `None` if `lo > hi`.
     #[must_use]
     pub const fn new(lo: u16, hi: u16) -> Option<Self> {
-        if lo <= hi {
-            Some(Self { lo, hi })
-        } else {
-            None
-        }
+        if lo <= hi { Some(Self { lo, hi }) } else { None }
     }
 
     /// The single port `port..=port`.
@@ -322,13 +304,7 @@ impl RuleSet {
     /// An empty rule set of `family` with policy `drop` (drops everything).
     #[must_use]
     pub const fn new(family: Family) -> Self {
-        Self {
-            family,
-            policy: Action::Drop,
-            rules: Vec::new(),
-            hosts: Vec::new(),
-            names: String::new(),
-        }
+        Self { family, policy: Action::Drop, rules: Vec::new(), hosts: Vec::new(), names: String::new() }
     }
 
     /// Empties the rule set (policy `drop`), keeping `family`.
@@ -392,12 +368,8 @@ impl RuleSet {
         if self.hosts.is_full() {
             return Err(InternError::TooManyHosts);
         }
-        self.names
-            .push_str(name)
-            .map_err(|()| InternError::NamesFull)?;
-        self.hosts
-            .push(HostSpan { start, len })
-            .map_err(|_| InternError::TooManyHosts)?;
+        self.names.push_str(name).map_err(|()| InternError::NamesFull)?;
+        self.hosts.push(HostSpan { start, len }).map_err(|_| InternError::TooManyHosts)?;
         Ok(HostId(id))
     }
 }

@@ -15,8 +15,7 @@ use core::str::FromStr;
 
 use super::error::{ErrorKind, Key, Location, RuleSetError, Snippet};
 use super::model::{
-    Action, Destination, Family, InternError, Ipv4Prefix, Ipv6Prefix, PortRange, Proto, Rule,
-    RuleNumber, RuleSet,
+    Action, Destination, Family, InternError, Ipv4Prefix, Ipv6Prefix, PortRange, Proto, Rule, RuleNumber, RuleSet,
 };
 use crate::config::{MAX_HOST_NAME_LEN, MAX_RULE_LEN};
 
@@ -32,11 +31,7 @@ fn is_rule_char(b: u8) -> bool {
 /// # Errors
 ///
 /// The first problem found, as an [`ErrorKind`].
-pub fn parse_rule(
-    family: Family,
-    number: RuleNumber,
-    text: &[u8],
-) -> Result<Rule<&str>, ErrorKind> {
+pub fn parse_rule(family: Family, number: RuleNumber, text: &[u8]) -> Result<Rule<&str>, ErrorKind> {
     if text.is_empty() {
         return Err(ErrorKind::Empty);
     }
@@ -84,8 +79,8 @@ pub fn parse_rule(
                 return Err(ErrorKind::EmptyField);
             }
             let (name, value) = field.split_once('=').ok_or(ErrorKind::MissingEquals)?;
-            let key = Key::from_name(name.as_bytes())
-                .ok_or_else(|| ErrorKind::UnknownKey(Snippet::new(name.as_bytes())))?;
+            let key =
+                Key::from_name(name.as_bytes()).ok_or_else(|| ErrorKind::UnknownKey(Snippet::new(name.as_bytes())))?;
             if seen & key.bit() != 0 {
                 return Err(ErrorKind::DuplicateKey(key));
             }
@@ -146,15 +141,7 @@ pub fn parse_rule(
     if icmp_type.is_some() && proto != Some(Proto::Icmp) {
         return Err(ErrorKind::IcmpTypeWithoutIcmp);
     }
-    Ok(Rule {
-        number,
-        action,
-        destination,
-        proto,
-        special_dns,
-        dst_ports,
-        icmp_type,
-    })
+    Ok(Rule { number, action, destination, proto, special_dns, dst_ports, icmp_type })
 }
 
 /// Byte offset of the `comment=` field (at the start or after a space), if any.
@@ -166,11 +153,7 @@ fn find_comment(text: &str) -> Option<usize> {
     text.find(" comment=").map(|at| at + 1)
 }
 
-fn parse_destination(
-    family: Family,
-    key: Key,
-    value: &str,
-) -> Result<Destination<&str>, ErrorKind> {
+fn parse_destination(family: Family, key: Key, value: &str) -> Result<Destination<&str>, ErrorKind> {
     let bad = ErrorKind::BadValue(key);
     match key {
         Key::Dst4 => {
@@ -218,16 +201,10 @@ fn parse_host(family: Family, value: &str) -> Result<Destination<&str>, ErrorKin
     if name.is_empty() || name.len() > MAX_HOST_NAME_LEN {
         return Err(bad);
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
-    {
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b)) {
         return Err(bad);
     }
-    if name
-        .split('.')
-        .any(|label| label.is_empty() || label.len() > 63)
-    {
+    if name.split('.').any(|label| label.is_empty() || label.len() > 63) {
         return Err(bad);
     }
     if let Ok(addr) = Ipv4Addr::from_str(name) {
@@ -333,10 +310,7 @@ impl RuleSet {
         for (key, value) in entries {
             match parse_entry_key(key) {
                 None => {
-                    return Err(err(
-                        Location::RuleSet,
-                        ErrorKind::UnexpectedEntry(Snippet::new(key)),
-                    ));
+                    return Err(err(Location::RuleSet, ErrorKind::UnexpectedEntry(Snippet::new(key))));
                 }
                 Some(None) => {
                     if policy.is_some() {
@@ -358,17 +332,15 @@ impl RuleSet {
                         Destination::Any => Destination::Any,
                         Destination::V4(p) => Destination::V4(p),
                         Destination::V6(p) => Destination::V6(p),
-                        Destination::Host(name) => {
-                            Destination::Host(self.intern(name).map_err(|e| {
-                                err(
-                                    at,
-                                    match e {
-                                        InternError::TooManyHosts => ErrorKind::TooManyHosts,
-                                        InternError::NamesFull => ErrorKind::HostNamesTooLong,
-                                    },
-                                )
-                            })?)
-                        }
+                        Destination::Host(name) => Destination::Host(self.intern(name).map_err(|e| {
+                            err(
+                                at,
+                                match e {
+                                    InternError::TooManyHosts => ErrorKind::TooManyHosts,
+                                    InternError::NamesFull => ErrorKind::HostNamesTooLong,
+                                },
+                            )
+                        })?),
                     };
                     let rule = Rule {
                         number,
@@ -379,9 +351,7 @@ impl RuleSet {
                         dst_ports: rule.dst_ports,
                         icmp_type: rule.icmp_type,
                     };
-                    self.rules
-                        .push(rule)
-                        .map_err(|_| err(Location::RuleSet, ErrorKind::TooManyRules))?;
+                    self.rules.push(rule).map_err(|_| err(Location::RuleSet, ErrorKind::TooManyRules))?;
                 }
             }
         }

@@ -10,17 +10,13 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::{
-    HOST_NAME_BYTES_PER_CLIENT, MAX_ADDRS_PER_HOST, MAX_HOSTS_PER_CLIENT, MAX_RULE_LEN,
-    MAX_RULES_PER_CLIENT,
+    HOST_NAME_BYTES_PER_CLIENT, MAX_ADDRS_PER_HOST, MAX_HOSTS_PER_CLIENT, MAX_RULE_LEN, MAX_RULES_PER_CLIENT,
 };
 
 // ---------------------------------------------------------------------------------------
 // helpers
 
-const DNS: [IpAddr; 2] = [
-    IpAddr::V4(Ipv4Addr::new(10, 139, 1, 1)),
-    IpAddr::V4(Ipv4Addr::new(10, 139, 1, 2)),
-];
+const DNS: [IpAddr; 2] = [IpAddr::V4(Ipv4Addr::new(10, 139, 1, 1)), IpAddr::V4(Ipv4Addr::new(10, 139, 1, 2))];
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -39,11 +35,7 @@ fn udp(dst: &str, port: u16) -> Flow {
 }
 
 fn icmp(dst: &str, ty: u8) -> Flow {
-    let proto = if dst.contains(':') {
-        IPPROTO_ICMPV6
-    } else {
-        IPPROTO_ICMP
-    };
+    let proto = if dst.contains(':') { IPPROTO_ICMPV6 } else { IPPROTO_ICMP };
     Flow::new(ip(dst), proto, 0, ty)
 }
 
@@ -52,11 +44,7 @@ fn other(dst: &str, proto: u8) -> Flow {
 }
 
 fn family_of(rules: &[&str]) -> Family {
-    if rules.iter().any(|r| r.contains("dst6=")) {
-        Family::V6
-    } else {
-        Family::V4
-    }
+    if rules.iter().any(|r| r.contains("dst6=")) { Family::V6 } else { Family::V4 }
 }
 
 /// A rule set from rule strings numbered 0000, 0001, … and a policy.
@@ -70,13 +58,7 @@ fn rule_set(family: Family, policy: &str, rules: &[&str]) -> Result<RuleSet, Rul
 }
 
 fn eval(set: &RuleSet, flow: Flow) -> Verdict {
-    set.evaluate(
-        &flow,
-        &MatchContext {
-            dns_servers: &DNS,
-            hosts: &NoResolutions,
-        },
-    )
+    set.evaluate(&flow, &MatchContext { dns_servers: &DNS, hosts: &NoResolutions })
 }
 
 const ACCEPT_POLICY: Verdict = Verdict::Accept(AcceptedBy::Policy);
@@ -111,10 +93,7 @@ impl HostResolutions for FakeResolver<'_> {
         match self.names.get(name) {
             None | Some(Fake::Unresolved) => Resolution::Unresolved,
             Some(Fake::Failed) => Resolution::Failed,
-            Some(Fake::Resolved(addrs, complete)) => Resolution::Resolved {
-                addrs,
-                complete: *complete,
-            },
+            Some(Fake::Resolved(addrs, complete)) => Resolution::Resolved { addrs, complete: *complete },
         }
     }
 }
@@ -131,14 +110,10 @@ struct Case {
 
 fn run(cases: &[Case]) {
     for (i, c) in cases.iter().enumerate() {
-        let set = rule_set(family_of(c.rules), c.policy, c.rules)
-            .unwrap_or_else(|e| panic!("case {i} {:?}: {e}", c.rules));
+        let set =
+            rule_set(family_of(c.rules), c.policy, c.rules).unwrap_or_else(|e| panic!("case {i} {:?}: {e}", c.rules));
         let got = eval(&set, c.flow);
-        assert_eq!(
-            got, c.want,
-            "case {i}: rules {:?} policy {} flow {:?}",
-            c.rules, c.policy, c.flow
-        );
+        assert_eq!(got, c.want, "case {i}: rules {:?} policy {} flow {:?}", c.rules, c.policy, c.flow);
     }
 }
 
@@ -300,11 +275,8 @@ fn gaps_in_numbering_and_order() {
     assert_eq!(eval(&set, tcp("1.1.1.1", 22)), drop_(3));
     assert_eq!(eval(&set, tcp("1.1.1.1", 80)), acc(7));
     // dom0 skips expired and other-family rules without renumbering
-    let entries: [(&[u8], &[u8]); 3] = [
-        (b"policy", b"drop"),
-        (b"0000", b"action=drop dst4=1.1.1.1"),
-        (b"0002", b"action=accept"),
-    ];
+    let entries: [(&[u8], &[u8]); 3] =
+        [(b"policy", b"drop"), (b"0000", b"action=drop dst4=1.1.1.1"), (b"0002", b"action=accept")];
     let set = RuleSet::parse(Family::V4, entries).unwrap();
     assert_eq!(eval(&set, tcp("1.1.1.1", 1)), drop_(0));
     assert_eq!(eval(&set, tcp("1.1.1.2", 1)), acc(2)); // mirage stops at the gap
@@ -347,10 +319,7 @@ fn specialtarget_dns() {
 #[test]
 fn specialtarget_dns_without_servers_matches_nothing() {
     let set = rule_set(Family::V4, "drop", &["action=accept specialtarget=dns"]).unwrap();
-    let ctx = MatchContext {
-        dns_servers: &[],
-        hosts: &NoResolutions,
-    };
+    let ctx = MatchContext { dns_servers: &[], hosts: &NoResolutions };
     assert_eq!(set.evaluate(&udp("10.139.1.1", 53), &ctx), DROP_POLICY);
 }
 
@@ -358,10 +327,7 @@ fn specialtarget_dns_without_servers_matches_nothing() {
 fn specialtarget_dns_ipv6_servers() {
     let set = rule_set(Family::V6, "drop", &["action=accept specialtarget=dns"]).unwrap();
     let servers = [ip("10.139.1.1"), ip("fd00::53")];
-    let ctx = MatchContext {
-        dns_servers: &servers,
-        hosts: &NoResolutions,
-    };
+    let ctx = MatchContext { dns_servers: &servers, hosts: &NoResolutions };
     assert_eq!(set.evaluate(&udp("fd00::53", 53), &ctx), acc(0));
     assert_eq!(set.evaluate(&udp("fd00::54", 53), &ctx), DROP_POLICY);
 }
@@ -403,18 +369,9 @@ fn drop_answers() {
     assert_eq!(DropReason::Policy.answer(), admin);
     assert_eq!(DropReason::InvalidRules.answer(), admin);
     let host = HostId(0);
-    assert_eq!(
-        DropReason::HostUnresolved { rule: num(0), host }.answer(),
-        admin
-    );
-    assert_eq!(
-        DropReason::HostFailed { rule: num(0), host }.answer(),
-        admin
-    );
-    assert_eq!(
-        DropReason::HostIncomplete { rule: num(0), host }.answer(),
-        admin
-    );
+    assert_eq!(DropReason::HostUnresolved { rule: num(0), host }.answer(), admin);
+    assert_eq!(DropReason::HostFailed { rule: num(0), host }.answer(), admin);
+    assert_eq!(DropReason::HostIncomplete { rule: num(0), host }.answer(), admin);
     assert_eq!(DropReason::NoRules.answer(), DropAnswer::Silent);
 }
 
@@ -422,22 +379,10 @@ fn drop_answers() {
 fn flow_new_maps_protocols() {
     assert_eq!(tcp("1.1.1.1", 5).transport, Transport::Tcp { dst_port: 5 });
     assert_eq!(udp("::1", 5).transport, Transport::Udp { dst_port: 5 });
-    assert_eq!(
-        Flow::new(ip("1.1.1.1"), 1, 9, 3).transport,
-        Transport::Icmp { icmp_type: 3 }
-    );
-    assert_eq!(
-        Flow::new(ip("::1"), 58, 9, 3).transport,
-        Transport::Icmp { icmp_type: 3 }
-    );
-    assert_eq!(
-        Flow::new(ip("::1"), 1, 9, 3).transport,
-        Transport::Other { protocol: 1 }
-    );
-    assert_eq!(
-        Flow::new(ip("1.1.1.1"), 58, 9, 3).transport,
-        Transport::Other { protocol: 58 }
-    );
+    assert_eq!(Flow::new(ip("1.1.1.1"), 1, 9, 3).transport, Transport::Icmp { icmp_type: 3 });
+    assert_eq!(Flow::new(ip("::1"), 58, 9, 3).transport, Transport::Icmp { icmp_type: 3 });
+    assert_eq!(Flow::new(ip("::1"), 1, 9, 3).transport, Transport::Other { protocol: 1 });
+    assert_eq!(Flow::new(ip("1.1.1.1"), 58, 9, 3).transport, Transport::Other { protocol: 58 });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -448,17 +393,8 @@ fn host_set(policy: &str, rules: &[&str]) -> RuleSet {
 }
 
 fn eval_with(set: &RuleSet, names: &[(&'static str, Fake)], flow: Flow) -> Verdict {
-    let resolver = FakeResolver {
-        set,
-        names: names.iter().cloned().collect(),
-    };
-    set.evaluate(
-        &flow,
-        &MatchContext {
-            dns_servers: &DNS,
-            hosts: &resolver,
-        },
-    )
+    let resolver = FakeResolver { set, names: names.iter().cloned().collect() };
+    set.evaluate(&flow, &MatchContext { dns_servers: &DNS, hosts: &resolver })
 }
 
 fn resolved(addrs: &[&str]) -> Fake {
@@ -467,43 +403,21 @@ fn resolved(addrs: &[&str]) -> Fake {
 
 #[test]
 fn dsthost_resolved() {
-    let set = host_set(
-        "drop",
-        &["action=accept dsthost=example.com proto=tcp dstports=443-443"],
-    );
-    let names = [(
-        "example.com",
-        resolved(&["93.184.216.34", "93.184.216.35", "2606:2800::1"]),
-    )];
+    let set = host_set("drop", &["action=accept dsthost=example.com proto=tcp dstports=443-443"]);
+    let names = [("example.com", resolved(&["93.184.216.34", "93.184.216.35", "2606:2800::1"]))];
     assert_eq!(eval_with(&set, &names, tcp("93.184.216.34", 443)), acc(0));
     assert_eq!(eval_with(&set, &names, tcp("93.184.216.35", 443)), acc(0));
-    assert_eq!(
-        eval_with(&set, &names, tcp("93.184.216.36", 443)),
-        DROP_POLICY
-    );
-    assert_eq!(
-        eval_with(&set, &names, tcp("93.184.216.34", 80)),
-        DROP_POLICY
-    );
+    assert_eq!(eval_with(&set, &names, tcp("93.184.216.36", 443)), DROP_POLICY);
+    assert_eq!(eval_with(&set, &names, tcp("93.184.216.34", 80)), DROP_POLICY);
     // IPv6 rule set: AAAA addresses match
     let set6 = rule_set(Family::V6, "drop", &["action=accept dsthost=example.com"]).unwrap();
     assert_eq!(eval_with(&set6, &names, tcp("2606:2800::1", 1)), acc(0));
-    assert_eq!(
-        eval_with(&set6, &names, tcp("2606:2800::2", 1)),
-        DROP_POLICY
-    );
+    assert_eq!(eval_with(&set6, &names, tcp("2606:2800::2", 1)), DROP_POLICY);
 }
 
 #[test]
 fn dsthost_drop_rule_unresolved_or_failed_drops() {
-    let set = host_set(
-        "accept",
-        &[
-            "action=accept proto=udp",
-            "action=drop dsthost=tracker.example",
-            "action=accept",
-        ],
-    );
+    let set = host_set("accept", &["action=accept proto=udp", "action=drop dsthost=tracker.example", "action=accept"]);
     let host = HostId(0);
     let rule = num(1);
     for (state, want) in [
@@ -518,10 +432,7 @@ fn dsthost_drop_rule_unresolved_or_failed_drops() {
         assert_eq!(v, Verdict::Drop(want));
     }
     // no entry in the resolver at all = unresolved
-    assert_eq!(
-        eval_with(&set, &[], tcp("1.1.1.1", 5)),
-        Verdict::Drop(DropReason::HostUnresolved { rule, host })
-    );
+    assert_eq!(eval_with(&set, &[], tcp("1.1.1.1", 5)), Verdict::Drop(DropReason::HostUnresolved { rule, host }));
     let names = [("tracker.example", resolved(&["6.6.6.6"]))];
     assert_eq!(eval_with(&set, &names, tcp("6.6.6.6", 5)), drop_(1));
     assert_eq!(eval_with(&set, &names, tcp("1.1.1.1", 5)), acc(2));
@@ -531,11 +442,7 @@ fn dsthost_drop_rule_unresolved_or_failed_drops() {
 fn dsthost_accept_rule_unresolved_falls_through() {
     let set = host_set(
         "drop",
-        &[
-            "action=accept dsthost=a.example",
-            "action=accept proto=tcp dstports=22-22",
-            "action=drop proto=udp",
-        ],
+        &["action=accept dsthost=a.example", "action=accept proto=tcp dstports=22-22", "action=drop proto=udp"],
     );
     let host = HostId(0);
     let rule = num(0);
@@ -543,19 +450,10 @@ fn dsthost_accept_rule_unresolved_falls_through() {
     // a later accept still accepts
     assert_eq!(eval_with(&set, &names, tcp("5.5.5.5", 22)), acc(1));
     // a later drop / the policy report the unresolved host
-    assert_eq!(
-        eval_with(&set, &names, udp("5.5.5.5", 1)),
-        Verdict::Drop(DropReason::HostUnresolved { rule, host })
-    );
-    assert_eq!(
-        eval_with(&set, &names, tcp("5.5.5.5", 80)),
-        Verdict::Drop(DropReason::HostUnresolved { rule, host })
-    );
+    assert_eq!(eval_with(&set, &names, udp("5.5.5.5", 1)), Verdict::Drop(DropReason::HostUnresolved { rule, host }));
+    assert_eq!(eval_with(&set, &names, tcp("5.5.5.5", 80)), Verdict::Drop(DropReason::HostUnresolved { rule, host }));
     let names = [("a.example", Fake::Failed)];
-    assert_eq!(
-        eval_with(&set, &names, tcp("5.5.5.5", 80)),
-        Verdict::Drop(DropReason::HostFailed { rule, host })
-    );
+    assert_eq!(eval_with(&set, &names, tcp("5.5.5.5", 80)), Verdict::Drop(DropReason::HostFailed { rule, host }));
     // an accept policy still accepts (the unknown rule could only have accepted too)
     let set = host_set("accept", &["action=accept dsthost=a.example"]);
     assert_eq!(eval_with(&set, &names, tcp("5.5.5.5", 80)), ACCEPT_POLICY);
@@ -563,19 +461,13 @@ fn dsthost_accept_rule_unresolved_falls_through() {
 
 #[test]
 fn dsthost_unresolved_only_matters_if_other_predicates_match() {
-    let set = host_set(
-        "accept",
-        &["action=drop dsthost=a.example proto=tcp dstports=443-443"],
-    );
+    let set = host_set("accept", &["action=drop dsthost=a.example proto=tcp dstports=443-443"]);
     let names = [("a.example", Fake::Unresolved)];
     assert_eq!(eval_with(&set, &names, udp("5.5.5.5", 53)), ACCEPT_POLICY);
     assert_eq!(eval_with(&set, &names, tcp("5.5.5.5", 80)), ACCEPT_POLICY);
     assert_eq!(
         eval_with(&set, &names, tcp("5.5.5.5", 443)),
-        Verdict::Drop(DropReason::HostUnresolved {
-            rule: num(0),
-            host: HostId(0)
-        })
+        Verdict::Drop(DropReason::HostUnresolved { rule: num(0), host: HostId(0) })
     );
 }
 
@@ -587,27 +479,15 @@ fn dsthost_incomplete_resolution() {
     // not in the truncated list: cannot tell → drop
     assert_eq!(
         eval_with(&set, &names, tcp("1.0.0.2", 1)),
-        Verdict::Drop(DropReason::HostIncomplete {
-            rule: num(0),
-            host: HostId(0)
-        })
+        Verdict::Drop(DropReason::HostIncomplete { rule: num(0), host: HostId(0) })
     );
     // an accept rule with a truncated list accepts what it knows and falls through otherwise
-    let set = host_set(
-        "drop",
-        &[
-            "action=accept dsthost=cdn.example",
-            "action=accept proto=udp",
-        ],
-    );
+    let set = host_set("drop", &["action=accept dsthost=cdn.example", "action=accept proto=udp"]);
     assert_eq!(eval_with(&set, &names, tcp("1.0.0.1", 1)), acc(0));
     assert_eq!(eval_with(&set, &names, udp("1.0.0.2", 1)), acc(1));
     assert_eq!(
         eval_with(&set, &names, tcp("1.0.0.2", 1)),
-        Verdict::Drop(DropReason::HostIncomplete {
-            rule: num(0),
-            host: HostId(0)
-        })
+        Verdict::Drop(DropReason::HostIncomplete { rule: num(0), host: HostId(0) })
     );
 }
 
@@ -627,10 +507,7 @@ fn dsthost_names_are_shared_and_listed() {
     assert_eq!(set.rules()[2].destination, Destination::Host(HostId(0)));
     assert_eq!(set.host_name(HostId(2)), None);
     // multiple A records, one rule per name, both hosts resolved
-    let names = [
-        ("a.example", resolved(&["1.1.1.1", "1.1.1.2"])),
-        ("b.example", resolved(&["2.2.2.2"])),
-    ];
+    let names = [("a.example", resolved(&["1.1.1.1", "1.1.1.2"])), ("b.example", resolved(&["2.2.2.2"]))];
     assert_eq!(eval_with(&set, &names, tcp("1.1.1.2", 1)), acc(0));
     assert_eq!(eval_with(&set, &names, udp("1.1.1.2", 1)), drop_(2));
     assert_eq!(eval_with(&set, &names, udp("2.2.2.2", 1)), acc(1));
@@ -646,27 +523,10 @@ fn dsthost_ipv4_literal_is_an_address() {
 
 #[test]
 fn host_table() {
-    let set = host_set(
-        "drop",
-        &[
-            "action=accept dsthost=a.example",
-            "action=accept dsthost=b.example",
-        ],
-    );
+    let set = host_set("drop", &["action=accept dsthost=a.example", "action=accept dsthost=b.example"]);
     let mut table = HostTable::new();
-    let ctx = |t: &HostTable, f: Flow| {
-        set.evaluate(
-            &f,
-            &MatchContext {
-                dns_servers: &DNS,
-                hosts: t,
-            },
-        )
-    };
-    let unresolved = Verdict::Drop(DropReason::HostUnresolved {
-        rule: num(0),
-        host: HostId(0),
-    });
+    let ctx = |t: &HostTable, f: Flow| set.evaluate(&f, &MatchContext { dns_servers: &DNS, hosts: t });
+    let unresolved = Verdict::Drop(DropReason::HostUnresolved { rule: num(0), host: HostId(0) });
     assert_eq!(ctx(&table, tcp("1.1.1.1", 1)), unresolved);
     table.set_resolved(HostId(1), [ip("2.2.2.2")]);
     assert_eq!(ctx(&table, tcp("2.2.2.2", 1)), acc(1));
@@ -674,28 +534,18 @@ fn host_table() {
     table.set_resolved(HostId(0), [ip("1.1.1.1"), ip("1.1.1.1"), ip("::1")]);
     assert_eq!(
         table.resolution(HostId(0)),
-        Resolution::Resolved {
-            addrs: &[ip("1.1.1.1"), ip("::1")],
-            complete: true
-        }
+        Resolution::Resolved { addrs: &[ip("1.1.1.1"), ip("::1")], complete: true }
     );
     assert_eq!(ctx(&table, tcp("1.1.1.1", 1)), acc(0));
     assert_eq!(ctx(&table, tcp("3.3.3.3", 1)), DROP_POLICY);
     table.set_failed(HostId(0));
-    assert_eq!(
-        ctx(&table, tcp("3.3.3.3", 1)),
-        Verdict::Drop(DropReason::HostFailed {
-            rule: num(0),
-            host: HostId(0)
-        })
-    );
+    assert_eq!(ctx(&table, tcp("3.3.3.3", 1)), Verdict::Drop(DropReason::HostFailed { rule: num(0), host: HostId(0) }));
     table.set_resolved(HostId(0), []);
     assert_eq!(table.resolution(HostId(0)), Resolution::Failed);
     table.set_unresolved(HostId(0));
     assert_eq!(ctx(&table, tcp("3.3.3.3", 1)), unresolved);
     // too many addresses: kept up to capacity, marked incomplete
-    let many =
-        (0..=MAX_ADDRS_PER_HOST as u32).map(|i| IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 + i)));
+    let many = (0..=MAX_ADDRS_PER_HOST as u32).map(|i| IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 + i)));
     table.set_resolved(HostId(0), many);
     match table.resolution(HostId(0)) {
         Resolution::Resolved { addrs, complete } => {
@@ -716,17 +566,11 @@ fn host_table() {
 
 #[test]
 fn client_rules_lifecycle() {
-    let ctx = MatchContext {
-        dns_servers: &DNS,
-        hosts: &NoResolutions,
-    };
+    let ctx = MatchContext { dns_servers: &DNS, hosts: &NoResolutions };
     let flow = tcp("1.1.1.1", 80);
     let mut client = ClientRules::new(Family::V4);
     assert!(matches!(client.status(), RulesStatus::NotCommitted));
-    assert_eq!(
-        client.evaluate(&flow, &ctx),
-        Verdict::Drop(DropReason::NoRules)
-    );
+    assert_eq!(client.evaluate(&flow, &ctx), Verdict::Drop(DropReason::NoRules));
     assert!(client.active().is_none());
 
     let good: [(&[u8], &[u8]); 2] = [(b"policy", b"drop"), (b"0000", b"action=accept")];
@@ -735,23 +579,10 @@ fn client_rules_lifecycle() {
     assert_eq!(client.evaluate(&flow, &ctx), acc(0));
 
     // a bad commit replaces the good rules: everything dropped, the error kept
-    let bad: [(&[u8], &[u8]); 3] = [
-        (b"policy", b"drop"),
-        (b"0000", b"action=accept"),
-        (b"0001", b"action=maybe"),
-    ];
+    let bad: [(&[u8], &[u8]); 3] = [(b"policy", b"drop"), (b"0000", b"action=accept"), (b"0001", b"action=maybe")];
     let err = client.commit(Family::V4, bad).unwrap_err();
-    assert_eq!(
-        err,
-        RuleSetError {
-            location: Location::Rule(num(1)),
-            kind: ErrorKind::BadValue(Key::Action)
-        }
-    );
-    assert_eq!(
-        client.evaluate(&flow, &ctx),
-        Verdict::Drop(DropReason::InvalidRules)
-    );
+    assert_eq!(err, RuleSetError { location: Location::Rule(num(1)), kind: ErrorKind::BadValue(Key::Action) });
+    assert_eq!(client.evaluate(&flow, &ctx), Verdict::Drop(DropReason::InvalidRules));
     match client.status() {
         RulesStatus::Invalid(e) => {
             assert_eq!(e.to_string(), "rule 0001: invalid value for 'action'")
@@ -763,10 +594,7 @@ fn client_rules_lifecycle() {
     client.commit(Family::V4, good).unwrap();
     assert_eq!(client.evaluate(&flow, &ctx), acc(0));
     client.clear();
-    assert_eq!(
-        client.evaluate(&flow, &ctx),
-        Verdict::Drop(DropReason::NoRules)
-    );
+    assert_eq!(client.evaluate(&flow, &ctx), Verdict::Drop(DropReason::NoRules));
 }
 
 #[test]
@@ -784,36 +612,18 @@ fn failed_parse_leaves_an_empty_drop_set() {
 
 #[test]
 fn parsed_fields() {
-    let r = parse_rule(
-        Family::V4,
-        num(5),
-        b"action=drop dst4=10.1.0.0/16 proto=tcp dstports=22-80",
-    )
-    .unwrap();
+    let r = parse_rule(Family::V4, num(5), b"action=drop dst4=10.1.0.0/16 proto=tcp dstports=22-80").unwrap();
     assert_eq!(r.number, num(5));
     assert_eq!(r.action, Action::Drop);
-    assert_eq!(
-        r.destination,
-        Destination::V4(Ipv4Prefix::new(Ipv4Addr::new(10, 1, 0, 0), 16).unwrap())
-    );
+    assert_eq!(r.destination, Destination::V4(Ipv4Prefix::new(Ipv4Addr::new(10, 1, 0, 0), 16).unwrap()));
     assert_eq!(r.proto, Some(Proto::Tcp));
     assert!(!r.special_dns);
     assert_eq!(r.dst_ports, PortRange::new(22, 80));
     assert_eq!(r.icmp_type, None);
-    let r = parse_rule(
-        Family::V4,
-        num(0),
-        b"action=accept dsthost=www.qubes-os.org proto=icmp icmptype=8",
-    )
-    .unwrap();
+    let r = parse_rule(Family::V4, num(0), b"action=accept dsthost=www.qubes-os.org proto=icmp icmptype=8").unwrap();
     assert_eq!(r.destination, Destination::Host("www.qubes-os.org"));
     assert_eq!(r.icmp_type, Some(8));
-    let r = parse_rule(
-        Family::V6,
-        num(0),
-        b"action=accept dst6=fd09:24ef:4179::a89:5/64",
-    )
-    .unwrap();
+    let r = parse_rule(Family::V6, num(0), b"action=accept dst6=fd09:24ef:4179::a89:5/64").unwrap();
     let p = Ipv6Prefix::new("fd09:24ef:4179::".parse::<Ipv6Addr>().unwrap(), 64).unwrap();
     assert_eq!(r.destination, Destination::V6(p));
     assert_eq!(p.to_string(), "fd09:24ef:4179::/64");
@@ -821,12 +631,7 @@ fn parsed_fields() {
     assert!(r.special_dns);
     assert_eq!(num(7).to_string(), "0007");
     assert_eq!(PortRange::single(8).to_string(), "8-8");
-    assert_eq!(
-        Ipv4Prefix::new(Ipv4Addr::new(10, 1, 2, 3), 8)
-            .unwrap()
-            .to_string(),
-        "10.0.0.0/8"
-    );
+    assert_eq!(Ipv4Prefix::new(Ipv4Addr::new(10, 1, 2, 3), 8).unwrap().to_string(), "10.0.0.0/8");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -855,42 +660,18 @@ fn rule_parse_errors() {
         ("action=accept\n", E::BadCharacter { offset: 13 }),
         ("action=accept\0", E::BadCharacter { offset: 13 }),
         ("action=accept proto=tcp!", E::BadCharacter { offset: 23 }),
-        (
-            "action=accept dsthost=\"x\"",
-            E::BadCharacter { offset: 22 },
-        ),
+        ("action=accept dsthost=\"x\"", E::BadCharacter { offset: 22 }),
         ("action=accept foo=bar", E::UnknownKey(Snippet::new(b"foo"))),
-        (
-            "action=accept ACTION=accept",
-            E::UnknownKey(Snippet::new(b"ACTION")),
-        ),
+        ("action=accept ACTION=accept", E::UnknownKey(Snippet::new(b"ACTION"))),
         ("action=accept =x", E::UnknownKey(Snippet::new(b""))),
-        (
-            "action=accept dstname=a.b",
-            E::UnknownKey(Snippet::new(b"dstname")),
-        ),
+        ("action=accept dstname=a.b", E::UnknownKey(Snippet::new(b"dstname"))),
         ("action=accept action=drop", E::DuplicateKey(K::Action)),
-        (
-            "action=accept proto=tcp proto=udp",
-            E::DuplicateKey(K::Proto),
-        ),
+        ("action=accept proto=tcp proto=udp", E::DuplicateKey(K::Proto)),
         ("action=accept dpi=NO dpi=NO", E::DuplicateKey(K::Dpi)),
-        (
-            "action=accept dst4=1.1.1.1 dst4=1.1.1.1",
-            E::DuplicateKey(K::Dst4),
-        ),
-        (
-            "action=accept dst4=1.1.1.1 dsthost=a.b",
-            E::MultipleDestinations,
-        ),
-        (
-            "action=accept dsthost=a.b dst4=1.1.1.1",
-            E::MultipleDestinations,
-        ),
-        (
-            "action=accept dsthost=a.b dsthost=a.b",
-            E::DuplicateKey(K::DstHost),
-        ),
+        ("action=accept dst4=1.1.1.1 dst4=1.1.1.1", E::DuplicateKey(K::Dst4)),
+        ("action=accept dst4=1.1.1.1 dsthost=a.b", E::MultipleDestinations),
+        ("action=accept dsthost=a.b dst4=1.1.1.1", E::MultipleDestinations),
+        ("action=accept dsthost=a.b dsthost=a.b", E::DuplicateKey(K::DstHost)),
         ("proto=tcp", E::MissingAction),
         ("comment=action=accept", E::BadValue(K::Comment)),
         ("comment=just a comment", E::MissingAction),
@@ -912,10 +693,7 @@ fn rule_parse_errors() {
         ("action=accept dst4=1.1.1.1/", E::BadValue(K::Dst4)),
         ("action=accept dst4=1.1.1.1/-1", E::BadValue(K::Dst4)),
         ("action=accept dst4=1.1.1.1/8/8", E::BadValue(K::Dst4)),
-        (
-            "action=accept dst4=1.1.1.1/99999999999999999999999",
-            E::BadValue(K::Dst4),
-        ),
+        ("action=accept dst4=1.1.1.1/99999999999999999999999", E::BadValue(K::Dst4)),
         ("action=accept dst4=a.b.c.d", E::BadValue(K::Dst4)),
         ("action=accept dst4=::1", E::BadValue(K::Dst4)),
         ("action=accept dst6=::1", E::WrongFamily(K::Dst6)),
@@ -941,89 +719,29 @@ fn rule_parse_errors() {
         ("action=accept proto=6", E::BadValue(K::Proto)),
         ("action=accept proto=icmpv6", E::BadValue(K::Proto)),
         // specialtarget
-        (
-            "action=accept specialtarget=",
-            E::BadValue(K::SpecialTarget),
-        ),
-        (
-            "action=accept specialtarget=DNS",
-            E::BadValue(K::SpecialTarget),
-        ),
-        (
-            "action=accept specialtarget=ntp",
-            E::BadValue(K::SpecialTarget),
-        ),
+        ("action=accept specialtarget=", E::BadValue(K::SpecialTarget)),
+        ("action=accept specialtarget=DNS", E::BadValue(K::SpecialTarget)),
+        ("action=accept specialtarget=ntp", E::BadValue(K::SpecialTarget)),
         // dstports
-        (
-            "action=accept proto=tcp dstports=",
-            E::BadValue(K::DstPorts),
-        ),
-        (
-            "action=accept proto=tcp dstports=-",
-            E::BadValue(K::DstPorts),
-        ),
-        (
-            "action=accept proto=tcp dstports=80-",
-            E::BadValue(K::DstPorts),
-        ),
-        (
-            "action=accept proto=tcp dstports=-80",
-            E::BadValue(K::DstPorts),
-        ),
-        (
-            "action=accept proto=tcp dstports=80-79",
-            E::BadValue(K::DstPorts),
-        ),
-        (
-            "action=accept proto=tcp dstports=0-65536",
-            E::BadValue(K::DstPorts),
-        ),
-        (
-            "action=accept proto=tcp dstports=65536",
-            E::BadValue(K::DstPorts),
-        ),
-        (
-            "action=accept proto=tcp dstports=1-2-3",
-            E::BadValue(K::DstPorts),
-        ),
-        (
-            "action=accept proto=tcp dstports=a-b",
-            E::BadValue(K::DstPorts),
-        ),
-        (
-            "action=accept proto=tcp dstports=1,2",
-            E::BadValue(K::DstPorts),
-        ),
-        (
-            "action=accept proto=tcp dstports=99999999999999999999999-1",
-            E::BadValue(K::DstPorts),
-        ),
+        ("action=accept proto=tcp dstports=", E::BadValue(K::DstPorts)),
+        ("action=accept proto=tcp dstports=-", E::BadValue(K::DstPorts)),
+        ("action=accept proto=tcp dstports=80-", E::BadValue(K::DstPorts)),
+        ("action=accept proto=tcp dstports=-80", E::BadValue(K::DstPorts)),
+        ("action=accept proto=tcp dstports=80-79", E::BadValue(K::DstPorts)),
+        ("action=accept proto=tcp dstports=0-65536", E::BadValue(K::DstPorts)),
+        ("action=accept proto=tcp dstports=65536", E::BadValue(K::DstPorts)),
+        ("action=accept proto=tcp dstports=1-2-3", E::BadValue(K::DstPorts)),
+        ("action=accept proto=tcp dstports=a-b", E::BadValue(K::DstPorts)),
+        ("action=accept proto=tcp dstports=1,2", E::BadValue(K::DstPorts)),
+        ("action=accept proto=tcp dstports=99999999999999999999999-1", E::BadValue(K::DstPorts)),
         ("action=accept dstports=80-80", E::PortsWithoutTcpOrUdp),
-        (
-            "action=accept proto=icmp dstports=80-80",
-            E::PortsWithoutTcpOrUdp,
-        ),
-        (
-            "action=accept dstports=80-80 proto=icmp",
-            E::PortsWithoutTcpOrUdp,
-        ),
+        ("action=accept proto=icmp dstports=80-80", E::PortsWithoutTcpOrUdp),
+        ("action=accept dstports=80-80 proto=icmp", E::PortsWithoutTcpOrUdp),
         // icmptype
-        (
-            "action=accept proto=icmp icmptype=",
-            E::BadValue(K::IcmpType),
-        ),
-        (
-            "action=accept proto=icmp icmptype=256",
-            E::BadValue(K::IcmpType),
-        ),
-        (
-            "action=accept proto=icmp icmptype=-1",
-            E::BadValue(K::IcmpType),
-        ),
-        (
-            "action=accept proto=icmp icmptype=echo",
-            E::BadValue(K::IcmpType),
-        ),
+        ("action=accept proto=icmp icmptype=", E::BadValue(K::IcmpType)),
+        ("action=accept proto=icmp icmptype=256", E::BadValue(K::IcmpType)),
+        ("action=accept proto=icmp icmptype=-1", E::BadValue(K::IcmpType)),
+        ("action=accept proto=icmp icmptype=echo", E::BadValue(K::IcmpType)),
         ("action=accept icmptype=8", E::IcmpTypeWithoutIcmp),
         ("action=accept proto=tcp icmptype=8", E::IcmpTypeWithoutIcmp),
         // dpi, expire
@@ -1032,52 +750,29 @@ fn rule_parse_errors() {
         ("action=accept expire=", E::BadValue(K::Expire)),
         ("action=accept expire=-5", E::BadValue(K::Expire)),
         ("action=accept expire=1.5", E::BadValue(K::Expire)),
-        (
-            "action=accept expire=99999999999999999999999",
-            E::BadValue(K::Expire),
-        ),
+        ("action=accept expire=99999999999999999999999", E::BadValue(K::Expire)),
     ];
     for (text, want) in v4 {
-        assert_eq!(
-            rule_err(Family::V4, text.as_bytes()),
-            *want,
-            "rule {text:?}"
-        );
+        assert_eq!(rule_err(Family::V4, text.as_bytes()), *want, "rule {text:?}");
     }
     let v6: &[(&str, ErrorKind)] = &[
         ("action=accept dst4=1.1.1.1", E::WrongFamily(K::Dst4)),
         ("action=accept dsthost=1.1.1.1", E::WrongFamily(K::DstHost)),
         ("action=accept dst6=::1/129", E::BadValue(K::Dst6)),
-        (
-            "action=accept dst6=::1 dsthost=a.b",
-            E::MultipleDestinations,
-        ),
+        ("action=accept dst6=::1 dsthost=a.b", E::MultipleDestinations),
         ("action=accept dst6=::1%1", E::BadCharacter { offset: 22 }),
         ("action=accept dst6=2001:db8::g", E::BadValue(K::Dst6)),
     ];
     for (text, want) in v6 {
-        assert_eq!(
-            rule_err(Family::V6, text.as_bytes()),
-            *want,
-            "rule {text:?}"
-        );
+        assert_eq!(rule_err(Family::V6, text.as_bytes()), *want, "rule {text:?}");
     }
 }
 
 #[test]
 fn non_ascii_and_overlong() {
-    assert_eq!(
-        rule_err(Family::V4, "action=accept comment=café".as_bytes()),
-        ErrorKind::NotAscii { offset: 25 }
-    );
-    assert_eq!(
-        rule_err(Family::V4, b"action=accept\xff"),
-        ErrorKind::NotAscii { offset: 13 }
-    );
-    assert_eq!(
-        rule_err(Family::V4, b"\x80"),
-        ErrorKind::NotAscii { offset: 0 }
-    );
+    assert_eq!(rule_err(Family::V4, "action=accept comment=café".as_bytes()), ErrorKind::NotAscii { offset: 25 });
+    assert_eq!(rule_err(Family::V4, b"action=accept\xff"), ErrorKind::NotAscii { offset: 13 });
+    assert_eq!(rule_err(Family::V4, b"\x80"), ErrorKind::NotAscii { offset: 0 });
     // exactly the limit is fine, one more is not
     let mut long = String::from("action=accept comment=");
     while long.len() < MAX_RULE_LEN {
@@ -1090,36 +785,16 @@ fn non_ascii_and_overlong() {
     let label63 = "a".repeat(63);
     let name253 = format!("{label63}.{label63}.{label63}.{}", "b".repeat(61));
     assert_eq!(name253.len(), 253);
-    assert!(
-        parse_rule(
-            Family::V4,
-            num(0),
-            format!("action=accept dsthost={name253}").as_bytes()
-        )
-        .is_ok()
-    );
-    assert!(
-        parse_rule(
-            Family::V4,
-            num(0),
-            format!("action=accept dsthost={name253}.").as_bytes()
-        )
-        .is_ok()
-    );
+    assert!(parse_rule(Family::V4, num(0), format!("action=accept dsthost={name253}").as_bytes()).is_ok());
+    assert!(parse_rule(Family::V4, num(0), format!("action=accept dsthost={name253}.").as_bytes()).is_ok());
     let name254 = format!("{name253}c");
     assert_eq!(
-        rule_err(
-            Family::V4,
-            format!("action=accept dsthost={name254}").as_bytes()
-        ),
+        rule_err(Family::V4, format!("action=accept dsthost={name254}").as_bytes()),
         ErrorKind::BadValue(Key::DstHost)
     );
     let label64 = "a".repeat(64);
     assert_eq!(
-        rule_err(
-            Family::V4,
-            format!("action=accept dsthost={label64}.com").as_bytes()
-        ),
+        rule_err(Family::V4, format!("action=accept dsthost={label64}.com").as_bytes()),
         ErrorKind::BadValue(Key::DstHost)
     );
     // unknown keys are reported truncated
@@ -1140,24 +815,12 @@ fn rule_set_errors() {
     let at = |n| Location::Rule(num(n));
     let cases: &[(&[Entry], Location, ErrorKind)] = &[
         (&[], Location::RuleSet, E::MissingPolicy),
-        (
-            &[(b"0000", b"action=accept")],
-            Location::RuleSet,
-            E::MissingPolicy,
-        ),
+        (&[(b"0000", b"action=accept")], Location::RuleSet, E::MissingPolicy),
         (&[(b"policy", b"")], Location::Policy, E::BadPolicy),
         (&[(b"policy", b"reject")], Location::Policy, E::BadPolicy),
         (&[(b"policy", b"Drop")], Location::Policy, E::BadPolicy),
-        (
-            &[(b"policy", b"drop "), (b"0000", b"action=accept")],
-            Location::Policy,
-            E::BadPolicy,
-        ),
-        (
-            &[(b"policy", b"drop"), (b"policy", b"drop")],
-            Location::Policy,
-            E::DuplicatePolicy,
-        ),
+        (&[(b"policy", b"drop "), (b"0000", b"action=accept")], Location::Policy, E::BadPolicy),
+        (&[(b"policy", b"drop"), (b"policy", b"drop")], Location::Policy, E::DuplicatePolicy),
         (
             &[(b"policy", b"drop"), (b"000", b"action=accept")],
             Location::RuleSet,
@@ -1173,44 +836,12 @@ fn rule_set_errors() {
             Location::RuleSet,
             E::UnexpectedEntry(Snippet::new(b"000a")),
         ),
-        (
-            &[(b"policy", b"drop"), (b"", b"action=accept")],
-            Location::RuleSet,
-            E::UnexpectedEntry(Snippet::new(b"")),
-        ),
-        (
-            &[(b"policy", b"drop"), (b"0001/x", b"")],
-            Location::RuleSet,
-            E::UnexpectedEntry(Snippet::new(b"0001/x")),
-        ),
-        (
-            &[(b"policy", b"drop"), (b"\xff\x00", b"")],
-            Location::RuleSet,
-            E::UnexpectedEntry(Snippet::new(b"??")),
-        ),
-        (
-            &[
-                (b"policy", b"drop"),
-                (b"0002", b"action=accept"),
-                (b"0002", b"action=drop"),
-            ],
-            at(2),
-            E::DuplicateRule,
-        ),
-        (
-            &[
-                (b"policy", b"drop"),
-                (b"0000", b"action=accept"),
-                (b"0003", b""),
-            ],
-            at(3),
-            E::Empty,
-        ),
-        (
-            &[(b"policy", b"drop"), (b"0042", b"proto=tcp")],
-            at(42),
-            E::MissingAction,
-        ),
+        (&[(b"policy", b"drop"), (b"", b"action=accept")], Location::RuleSet, E::UnexpectedEntry(Snippet::new(b""))),
+        (&[(b"policy", b"drop"), (b"0001/x", b"")], Location::RuleSet, E::UnexpectedEntry(Snippet::new(b"0001/x"))),
+        (&[(b"policy", b"drop"), (b"\xff\x00", b"")], Location::RuleSet, E::UnexpectedEntry(Snippet::new(b"??"))),
+        (&[(b"policy", b"drop"), (b"0002", b"action=accept"), (b"0002", b"action=drop")], at(2), E::DuplicateRule),
+        (&[(b"policy", b"drop"), (b"0000", b"action=accept"), (b"0003", b"")], at(3), E::Empty),
+        (&[(b"policy", b"drop"), (b"0042", b"proto=tcp")], at(42), E::MissingAction),
     ];
     for (entries, loc, kind) in cases {
         let e = set_err(entries);
@@ -1221,31 +852,15 @@ fn rule_set_errors() {
 #[test]
 fn capacity_errors() {
     // rules
-    let keys: Vec<String> = (0..=MAX_RULES_PER_CLIENT)
-        .map(|i| format!("{i:04}"))
-        .collect();
+    let keys: Vec<String> = (0..=MAX_RULES_PER_CLIENT).map(|i| format!("{i:04}")).collect();
     let mut entries: Vec<(&[u8], &[u8])> = vec![(b"policy", b"drop")];
-    entries.extend(
-        keys.iter()
-            .take(MAX_RULES_PER_CLIENT)
-            .map(|k| (k.as_bytes(), &b"action=accept"[..])),
-    );
-    assert_eq!(
-        RuleSet::parse(Family::V4, entries.iter().copied())
-            .unwrap()
-            .rules()
-            .len(),
-        MAX_RULES_PER_CLIENT
-    );
+    entries.extend(keys.iter().take(MAX_RULES_PER_CLIENT).map(|k| (k.as_bytes(), &b"action=accept"[..])));
+    assert_eq!(RuleSet::parse(Family::V4, entries.iter().copied()).unwrap().rules().len(), MAX_RULES_PER_CLIENT);
     entries.push((keys[MAX_RULES_PER_CLIENT].as_bytes(), b"action=accept"));
-    assert_eq!(
-        RuleSet::parse(Family::V4, entries).unwrap_err().kind,
-        ErrorKind::TooManyRules
-    );
+    assert_eq!(RuleSet::parse(Family::V4, entries).unwrap_err().kind, ErrorKind::TooManyRules);
     // distinct hosts
-    let rules: Vec<String> = (0..=MAX_HOSTS_PER_CLIENT)
-        .map(|i| format!("action=accept dsthost=h{i}.example"))
-        .collect();
+    let rules: Vec<String> =
+        (0..=MAX_HOSTS_PER_CLIENT).map(|i| format!("action=accept dsthost=h{i}.example")).collect();
     let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
     assert!(rule_set(Family::V4, "drop", &refs[..MAX_HOSTS_PER_CLIENT]).is_ok());
     let e = rule_set(Family::V4, "drop", &refs).unwrap_err();
@@ -1254,40 +869,20 @@ fn capacity_errors() {
     // name bytes
     let per = HOST_NAME_BYTES_PER_CLIENT / MAX_HOSTS_PER_CLIENT + 1;
     let rules: Vec<String> = (0..MAX_HOSTS_PER_CLIENT)
-        .map(|i| {
-            format!(
-                "action=accept dsthost={:0>40}.{:0>width$}",
-                i,
-                "x",
-                width = per - 41
-            )
-        })
+        .map(|i| format!("action=accept dsthost={:0>40}.{:0>width$}", i, "x", width = per - 41))
         .collect();
     let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
-    assert_eq!(
-        rule_set(Family::V4, "drop", &refs).unwrap_err().kind,
-        ErrorKind::HostNamesTooLong
-    );
+    assert_eq!(rule_set(Family::V4, "drop", &refs).unwrap_err().kind, ErrorKind::HostNamesTooLong);
 }
 
 #[test]
 fn error_display() {
-    let e = set_err(&[
-        (b"policy", b"drop"),
-        (b"0012", b"action=accept proto=tcp dstports=1-0"),
-    ]);
+    let e = set_err(&[(b"policy", b"drop"), (b"0012", b"action=accept proto=tcp dstports=1-0")]);
     assert_eq!(e.to_string(), "rule 0012: invalid value for 'dstports'");
     assert_eq!(set_err(&[]).to_string(), "rule set: no 'policy'");
+    assert_eq!(set_err(&[(b"policy", b"x")]).to_string(), "policy: invalid policy");
     assert_eq!(
-        set_err(&[(b"policy", b"x")]).to_string(),
-        "policy: invalid policy"
-    );
-    assert_eq!(
-        DropReason::HostUnresolved {
-            rule: num(3),
-            host: HostId(1)
-        }
-        .to_string(),
+        DropReason::HostUnresolved { rule: num(3), host: HostId(1) }.to_string(),
         "rule 0003: dsthost #1 not resolved yet"
     );
     // every kind has a message
@@ -1393,21 +988,9 @@ fn sizes_stay_small() {
     use core::mem::size_of;
     // Documented in the report / config: a rule is a few dozen bytes, a client's rule set
     // (256 rules + 4 KiB of names) about 16 KiB.
-    assert!(
-        size_of::<Rule>() <= 40,
-        "Rule is {} bytes",
-        size_of::<Rule>()
-    );
-    assert!(
-        size_of::<Verdict>() <= 8,
-        "Verdict is {} bytes",
-        size_of::<Verdict>()
-    );
-    assert!(
-        size_of::<RuleSetError>() <= 24,
-        "RuleSetError is {} bytes",
-        size_of::<RuleSetError>()
-    );
+    assert!(size_of::<Rule>() <= 40, "Rule is {} bytes", size_of::<Rule>());
+    assert!(size_of::<Verdict>() <= 8, "Verdict is {} bytes", size_of::<Verdict>());
+    assert!(size_of::<RuleSetError>() <= 24, "RuleSetError is {} bytes", size_of::<RuleSetError>());
     std::println!(
         "Rule {} B, RuleSet {} B, ClientRules {} B, HostTable {} B, Verdict {} B",
         size_of::<Rule>(),
@@ -1435,11 +1018,7 @@ struct Spec {
 impl Spec {
     /// The rule as dom0 writes it (key order of `Rule.rule`).
     fn render(&self) -> String {
-        let mut s = String::from(if self.accept {
-            "action=accept"
-        } else {
-            "action=drop"
-        });
+        let mut s = String::from(if self.accept { "action=accept" } else { "action=drop" });
         if let Some((a, len)) = self.dst4 {
             s += &format!(" dst4={}/{len}", Ipv4Addr::from_bits(a));
         }
@@ -1478,11 +1057,7 @@ impl Spec {
             return false;
         }
         if let Some((a, len)) = self.dst4 {
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len))
-            };
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
             if dst & mask != a & mask {
                 return false;
             }
@@ -1519,9 +1094,7 @@ fn spec() -> impl Strategy<Value = Spec> {
             proto,
             dns,
             // only the combinations dom0 allows
-            ports: ports
-                .filter(|_| matches!(proto, Some(6 | 17)))
-                .map(|(a, b)| (a.min(b), a.max(b))),
+            ports: ports.filter(|_| matches!(proto, Some(6 | 17))).map(|(a, b)| (a.min(b), a.max(b))),
             icmp_type: icmp_type.filter(|_| proto == Some(1)),
         })
 }

@@ -1,0 +1,537 @@
+//! The flow table: fixed-capacity storage, a keyed-hash index over both tuples of every flow,
+//! per-client accounting, the eviction policy, flush, rule-driven removal and expiry.
+//!
+//! Layout: `N` entries (a free list threads the unused ones) and an open-addressing index of
+//! `B` buckets (linear probing, backward-shift deletion, so no tombstones). Each flow has two
+//! index buckets: its original tuple (as the client sends) and its reply tuple (as the remote
+//! answers the NAT'd packet). A bucket is one `u64`: the low 32 bits of the tuple's SipHash-1-3
+//! (keyed with the appliance's secret: clients choose tuples, so they must not be able to aim
+//! collisions) and the entry number with the direction bit.
+//!
+//! **Eviction policy.** Flows that are cheap to lose are *evictable* ([`FlowState::evictable`]:
+//! unreplied, or TCP in `TimeWait`/`Close`); they sit on two lists in the order they became
+//! evictable (a global one and their client's). Replied and established flows are on no list
+//! and are never evicted to make room: they leave only by expiry, close, flush or rule update.
+//! A new flow of client `C` is admitted as follows:
+//!
+//! 1. `C` holds its quota: `C`'s oldest evictable flow is evicted (`evicted_quota`); if `C` has
+//!    none, the new flow is refused (`refused_quota`). Other clients are never touched.
+//! 2. The table is full: the oldest evictable flow of any client is evicted (`evicted_full`);
+//!    if there is none, the new flow is refused (`refused_full`). An established flow of
+//!    another client is never evicted.
+//!
+//! An expired flow found at the head of a list is reclaimed first and counted as `expired`.
+
+use core::net::Ipv4Addr;
+
+use siphasher::sip::SipHasher13;
+
+use super::state::{Dir, FlowState};
+use super::timeouts::Timeouts;
+use super::tuple::Tuple;
+use super::{ClientId, Refusal, Stats};
+use crate::config::{CONNTRACK_CLIENT_QUOTA, MAX_CLIENTS};
+use crate::rules::{Flow, IPPROTO_ICMP};
+
+pub(crate) const NIL: u32 = u32::MAX;
+const EMPTY: u64 = u64::MAX;
+
+/// One tracked flow.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    /// The tuple as the client sends it.
+    pub(crate) orig: Tuple,
+    /// Source address after NAT.
+    pub(crate) nat_addr: Ipv4Addr,
+    /// Source port (ICMP: identifier) after NAT.
+    pub(crate) nat_port: u16,
+    /// Deadline (ns) after which the flow is gone.
+    pub(crate) expires: u64,
+    pub(crate) client: u16,
+    pub(crate) state: FlowState,
+    pub(crate) live: bool,
+    evictable: bool,
+    /// Global evictable list (or the free list, through `g_next`).
+    g_prev: u32,
+    g_next: u32,
+    /// The client's evictable list.
+    c_prev: u32,
+    c_next: u32,
+}
+
+impl Entry {
+    const FREE: Entry = Entry {
+        orig: Tuple::ZERO,
+        nat_addr: Ipv4Addr::UNSPECIFIED,
+        nat_port: 0,
+        expires: 0,
+        client: 0,
+        state: FlowState::Udp { replied: false },
+        live: false,
+        evictable: false,
+        g_prev: NIL,
+        g_next: NIL,
+        c_prev: NIL,
+        c_next: NIL,
+    };
+
+    /// The tuple of the remote's answers: from the remote to the NAT address and port.
+    pub(crate) const fn reply(&self) -> Tuple {
+        Tuple {
+            proto: self.orig.proto,
+            src: self.orig.dst,
+            src_port: self.orig.dst_port,
+            dst: self.nat_addr,
+            dst_port: self.nat_port,
+        }
+    }
+
+    fn tuple(&self, dir: Dir) -> Tuple {
+        match dir {
+            Dir::Original => self.orig,
+            Dir::Reply => self.reply(),
+        }
+    }
+
+    /// What the rules see of this flow.
+    pub(crate) fn flow(&self) -> Flow {
+        // An ICMP flow is an echo request (type 8), the only ICMP that opens one.
+        let icmp_type = if self.orig.proto == IPPROTO_ICMP { 8 } else { 0 };
+        Flow::new(self.orig.dst.into(), self.orig.proto, self.orig.dst_port, icmp_type)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ClientSlot {
+    count: u32,
+    head: u32,
+    tail: u32,
+}
+
+const fn dir_bit(dir: Dir) -> u64 {
+    match dir {
+        Dir::Original => 0,
+        Dir::Reply => 1,
+    }
+}
+
+/// Connection tracking and source NAT for up to `N` flows, indexed by `B` buckets (a power of
+/// two ≥ 2·`N`; 4·`N` keeps lookups short). [`super::DefaultConntrack`] is the appliance's size.
+///
+/// Build it once (`const fn new`, e.g. in a `static`), key it with [`Conntrack::rekey`] from
+/// the CSPRNG and give it the uplink address with [`Conntrack::set_nat_address`]. The packet
+/// operations are in [`super::track`]; time is only what callers pass as `now` (ns, monotonic).
+pub struct Conntrack<const N: usize, const B: usize> {
+    pub(crate) entries: [Entry; N],
+    index: [u64; B],
+    key: (u64, u64),
+    free_head: u32,
+    len: u32,
+    head: u32,
+    tail: u32,
+    clients: [ClientSlot; MAX_CLIENTS],
+    quota: u32,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) nat_addr: Option<Ipv4Addr>,
+    pub(crate) reserved_ports: Option<(u16, u16)>,
+    cursor: usize,
+    pub(crate) stats: Stats,
+}
+
+impl<const N: usize, const B: usize> Default for Conntrack<N, B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize, const B: usize> Conntrack<N, B> {
+    /// An empty table with Linux's timeouts, the default client quota (capped at `N`), an
+    /// all-zero hash key (call [`Conntrack::rekey`] before use) and no NAT address.
+    #[must_use]
+    pub const fn new() -> Self {
+        const { assert!(N > 0 && N < (1 << 31) && B.is_power_of_two() && B >= 2 * N && B <= (1 << 32)) };
+        let mut entries = [Entry::FREE; N];
+        let mut i = 0;
+        while i + 1 < N {
+            entries[i].g_next = (i + 1) as u32;
+            i += 1;
+        }
+        let quota = if (CONNTRACK_CLIENT_QUOTA as usize) < N { CONNTRACK_CLIENT_QUOTA } else { N as u32 };
+        Self {
+            entries,
+            index: [EMPTY; B],
+            key: (0, 0),
+            free_head: 0,
+            len: 0,
+            head: NIL,
+            tail: NIL,
+            clients: [ClientSlot { count: 0, head: NIL, tail: NIL }; MAX_CLIENTS],
+            quota,
+            timeouts: Timeouts::LINUX,
+            nat_addr: None,
+            reserved_ports: None,
+            cursor: 0,
+            stats: Stats::ZERO,
+        }
+    }
+
+    /// Forget every flow and use a new SipHash key (from the appliance's CSPRNG).
+    pub fn rekey(&mut self, key: [u8; 16]) {
+        self.clear();
+        let (a, b) = key.split_at(8);
+        let mut k0 = [0u8; 8];
+        let mut k1 = [0u8; 8];
+        k0.copy_from_slice(a);
+        k1.copy_from_slice(b);
+        self.key = (u64::from_le_bytes(k0), u64::from_le_bytes(k1));
+    }
+
+    /// Forget every flow (counters are kept).
+    pub fn clear(&mut self) {
+        for i in 0..N {
+            if self.entries[i].live {
+                self.remove(i as u32);
+            }
+        }
+    }
+
+    /// Set the address client flows are translated to (the uplink's). A change forgets every
+    /// flow: their translations would be wrong.
+    pub fn set_nat_address(&mut self, addr: Option<Ipv4Addr>) {
+        if self.nat_addr != addr {
+            self.clear();
+            self.nat_addr = addr;
+        }
+    }
+
+    /// Keep NAT from ever choosing a TCP/UDP source port in `lo..=hi` (the ports the appliance's
+    /// own sockets on the uplink address use, e.g. the resolver's), even to preserve a
+    /// client's port.
+    pub fn reserve_local_ports(&mut self, range: Option<(u16, u16)>) {
+        self.reserved_ports = range;
+    }
+
+    /// Replace the timeouts (applies to each flow from its next packet on).
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
+    }
+
+    /// The timeouts in force.
+    #[must_use]
+    pub const fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// How many flows one client may hold (clamped to 1..=`N`).
+    pub fn set_client_quota(&mut self, quota: u32) {
+        self.quota = quota.clamp(1, N as u32);
+    }
+
+    /// The per-client quota.
+    #[must_use]
+    pub const fn client_quota(&self) -> u32 {
+        self.quota
+    }
+
+    /// Flows tracked.
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether no flow is tracked.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The capacity `N`.
+    #[must_use]
+    pub const fn capacity(&self) -> usize {
+        N
+    }
+
+    /// Flows tracked for `client`.
+    #[must_use]
+    pub const fn client_len(&self, client: ClientId) -> usize {
+        self.clients[client.index()].count as usize
+    }
+
+    /// The counters.
+    #[must_use]
+    pub const fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    // ----- index -----
+
+    pub(crate) fn hash(&self, t: &Tuple) -> u32 {
+        SipHasher13::new_with_keys(self.key.0, self.key.1).hash(&t.to_bytes()) as u32
+    }
+
+    /// The live, unexpired-or-not entry whose `dir` tuple is `t`.
+    pub(crate) fn find(&self, t: &Tuple, dir: Dir) -> Option<u32> {
+        let tag = self.hash(t);
+        let mask = B - 1;
+        let mut b = tag as usize & mask;
+        loop {
+            let v = self.index[b];
+            if v == EMPTY {
+                return None;
+            }
+            if (v >> 32) as u32 == tag && v & 1 == dir_bit(dir) {
+                let idx = (v as u32) >> 1;
+                if self.entries[idx as usize].tuple(dir) == *t {
+                    return Some(idx);
+                }
+            }
+            b = (b + 1) & mask;
+        }
+    }
+
+    fn index_insert(&mut self, t: &Tuple, idx: u32, dir: Dir) {
+        let tag = self.hash(t);
+        let mask = B - 1;
+        let mut b = tag as usize & mask;
+        while self.index[b] != EMPTY {
+            b = (b + 1) & mask;
+        }
+        self.index[b] = (u64::from(tag) << 32) | (u64::from(idx) << 1) | dir_bit(dir);
+    }
+
+    fn index_remove(&mut self, t: &Tuple, idx: u32, dir: Dir) {
+        let tag = self.hash(t);
+        let want = (u64::from(tag) << 32) | (u64::from(idx) << 1) | dir_bit(dir);
+        let mask = B - 1;
+        let mut b = tag as usize & mask;
+        while self.index[b] != want {
+            debug_assert!(self.index[b] != EMPTY, "indexed flow missing");
+            if self.index[b] == EMPTY {
+                return;
+            }
+            b = (b + 1) & mask;
+        }
+        // Backward-shift deletion: pull later members of the probe run into the hole unless
+        // their home bucket lies cyclically in (hole, j].
+        let mut hole = b;
+        let mut j = b;
+        loop {
+            j = (j + 1) & mask;
+            let v = self.index[j];
+            if v == EMPTY {
+                break;
+            }
+            let home = (v >> 32) as usize & mask;
+            let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
+            if !stays {
+                self.index[hole] = v;
+                hole = j;
+            }
+        }
+        self.index[hole] = EMPTY;
+    }
+
+    // ----- evictable lists -----
+
+    fn link(&mut self, idx: u32) {
+        let c = usize::from(self.entries[idx as usize].client);
+        let (gt, ct) = (self.tail, self.clients[c].tail);
+        let e = &mut self.entries[idx as usize];
+        e.evictable = true;
+        e.g_prev = gt;
+        e.g_next = NIL;
+        e.c_prev = ct;
+        e.c_next = NIL;
+        if gt == NIL {
+            self.head = idx;
+        } else {
+            self.entries[gt as usize].g_next = idx;
+        }
+        self.tail = idx;
+        if ct == NIL {
+            self.clients[c].head = idx;
+        } else {
+            self.entries[ct as usize].c_next = idx;
+        }
+        self.clients[c].tail = idx;
+    }
+
+    fn unlink(&mut self, idx: u32) {
+        let e = self.entries[idx as usize];
+        if !e.evictable {
+            return;
+        }
+        let c = usize::from(e.client);
+        match e.g_prev {
+            NIL => self.head = e.g_next,
+            p => self.entries[p as usize].g_next = e.g_next,
+        }
+        match e.g_next {
+            NIL => self.tail = e.g_prev,
+            n => self.entries[n as usize].g_prev = e.g_prev,
+        }
+        match e.c_prev {
+            NIL => self.clients[c].head = e.c_next,
+            p => self.entries[p as usize].c_next = e.c_next,
+        }
+        match e.c_next {
+            NIL => self.clients[c].tail = e.c_prev,
+            n => self.entries[n as usize].c_prev = e.c_prev,
+        }
+        let e = &mut self.entries[idx as usize];
+        e.evictable = false;
+        e.g_prev = NIL;
+        e.g_next = NIL;
+        e.c_prev = NIL;
+        e.c_next = NIL;
+    }
+
+    /// Set a flow's state and deadline, moving it on or off the evictable lists.
+    pub(crate) fn set_state(&mut self, idx: u32, state: FlowState, now: u64) {
+        let was = self.entries[idx as usize].evictable;
+        let is = state.evictable();
+        let e = &mut self.entries[idx as usize];
+        e.state = state;
+        e.expires = now.saturating_add(self.timeouts.of(state));
+        if was && !is {
+            self.unlink(idx);
+        } else if !was && is {
+            self.link(idx);
+        }
+    }
+
+    // ----- allocation and removal -----
+
+    /// Remove a live flow.
+    pub(crate) fn remove(&mut self, idx: u32) {
+        let e = self.entries[idx as usize];
+        debug_assert!(e.live);
+        self.index_remove(&e.orig, idx, Dir::Original);
+        self.index_remove(&e.reply(), idx, Dir::Reply);
+        self.unlink(idx);
+        self.clients[usize::from(e.client)].count -= 1;
+        self.len -= 1;
+        let f = &mut self.entries[idx as usize];
+        *f = Entry::FREE;
+        f.g_next = self.free_head;
+        self.free_head = idx;
+    }
+
+    /// Remove `idx` to make room: counted as expired if it is, else with `evicted`.
+    fn reclaim(&mut self, idx: u32, now: u64, quota: bool) {
+        if self.entries[idx as usize].expires <= now {
+            self.stats.expired += 1;
+        } else if quota {
+            self.stats.evicted_quota += 1;
+        } else {
+            self.stats.evicted_full += 1;
+        }
+        self.remove(idx);
+    }
+
+    /// Make room for a new flow of `client` (the eviction policy in the module docs).
+    pub(crate) fn admit(&mut self, client: ClientId, now: u64) -> Result<(), Refusal> {
+        let c = client.index();
+        if self.clients[c].count >= self.quota {
+            match self.clients[c].head {
+                NIL => {
+                    self.stats.refused_quota += 1;
+                    return Err(Refusal::QuotaFull);
+                }
+                h => self.reclaim(h, now, true),
+            }
+        }
+        if self.len as usize >= N {
+            match self.head {
+                NIL => {
+                    self.stats.refused_full += 1;
+                    return Err(Refusal::TableFull);
+                }
+                h => self.reclaim(h, now, false),
+            }
+        }
+        Ok(())
+    }
+
+    /// Insert a flow after [`Conntrack::admit`] succeeded and its reply tuple was checked free.
+    pub(crate) fn insert(
+        &mut self,
+        client: ClientId,
+        orig: Tuple,
+        nat_addr: Ipv4Addr,
+        nat_port: u16,
+        state: FlowState,
+        now: u64,
+    ) -> u32 {
+        let idx = self.free_head;
+        debug_assert!(idx != NIL);
+        self.free_head = self.entries[idx as usize].g_next;
+        self.entries[idx as usize] =
+            Entry { orig, nat_addr, nat_port, expires: 0, client: client.get(), state, live: true, ..Entry::FREE };
+        let reply = self.entries[idx as usize].reply();
+        self.index_insert(&orig, idx, Dir::Original);
+        self.index_insert(&reply, idx, Dir::Reply);
+        self.clients[client.index()].count += 1;
+        self.len += 1;
+        self.stats.created += 1;
+        // Force the list placement of the initial state.
+        self.entries[idx as usize].evictable = false;
+        self.set_state(idx, state, now);
+        idx
+    }
+
+    /// Find the live flow whose `dir` tuple is `t`; an expired one is removed on the way.
+    pub(crate) fn lookup(&mut self, t: &Tuple, dir: Dir, now: u64) -> Option<u32> {
+        let idx = self.find(t, dir)?;
+        if self.entries[idx as usize].expires <= now {
+            self.stats.expired += 1;
+            self.remove(idx);
+            return None;
+        }
+        Some(idx)
+    }
+
+    // ----- bulk operations -----
+
+    /// Forget every flow of `client` (its vif went away or came up: disposable VMs reuse
+    /// addresses). Returns how many. Walks the whole table (O(`N`)).
+    pub fn flush_client(&mut self, client: ClientId) -> u32 {
+        let n = self.retain_client(client, |_| false);
+        self.stats.flushed += u64::from(n);
+        n
+    }
+
+    /// Remove the flows of `client` for which `keep` is false. Returns how many. O(`N`).
+    pub(crate) fn retain_client(&mut self, client: ClientId, mut keep: impl FnMut(&Flow) -> bool) -> u32 {
+        let mut n = 0;
+        if self.clients[client.index()].count == 0 {
+            return 0;
+        }
+        for i in 0..N {
+            let e = &self.entries[i];
+            if e.live && e.client == client.get() && !keep(&e.flow()) {
+                self.remove(i as u32);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Remove expired flows, examining at most `budget` slots from where the previous call
+    /// stopped (call it from a timer; `budget` = `N` sweeps everything). Returns how many
+    /// were removed.
+    pub fn expire(&mut self, now: u64, budget: usize) -> u32 {
+        let mut n = 0;
+        for _ in 0..budget.min(N) {
+            let i = self.cursor;
+            self.cursor = if i + 1 == N { 0 } else { i + 1 };
+            let e = &self.entries[i];
+            if e.live && e.expires <= now {
+                self.remove(i as u32);
+                self.stats.expired += 1;
+                n += 1;
+            }
+        }
+        n
+    }
+}
