@@ -23,9 +23,10 @@ pub const ICMP_ERROR_TOS: u8 = 0xc0;
 /// Bytes of the original datagram's data quoted by an ICMPv4 error, after its header.
 pub const ICMPV4_QUOTE_DATA: usize = 8;
 
-fn eth<'a>(buf: &'a mut [u8], src: EthernetAddress, dst: EthernetAddress, ty: EtherType, len: usize) -> Result<&'a mut [u8]> {
+fn eth(buf: &mut [u8], src: EthernetAddress, dst: EthernetAddress, ty: EtherType, len: usize) -> Result<&mut [u8]> {
     let frame = buf.get_mut(..ethernet::HEADER_LEN + len).ok_or(Error)?;
-    ethernet::Repr { src_addr: src, dst_addr: dst, ethertype: ty }.emit(&mut ethernet::Frame::new_unchecked(&mut *frame));
+    ethernet::Repr { src_addr: src, dst_addr: dst, ethertype: ty }
+        .emit(&mut ethernet::Frame::new_unchecked(&mut *frame));
     Ok(&mut frame[ethernet::HEADER_LEN..])
 }
 
@@ -166,16 +167,12 @@ pub fn icmpv4_error(
     let quoted = &original[..quote_len];
     let repr = match kind {
         Icmpv4Error::DstUnreachable(reason) => icmpv4::Repr::DstUnreachable { reason, next_hop_mtu: 0, quoted },
-        Icmpv4Error::AdminProhibited => icmpv4::Repr::DstUnreachable {
-            reason: icmpv4::DstUnreachable::CommProhibited,
-            next_hop_mtu: 0,
-            quoted,
-        },
-        Icmpv4Error::FragRequired { mtu } => icmpv4::Repr::DstUnreachable {
-            reason: icmpv4::DstUnreachable::FragRequired,
-            next_hop_mtu: mtu,
-            quoted,
-        },
+        Icmpv4Error::AdminProhibited => {
+            icmpv4::Repr::DstUnreachable { reason: icmpv4::DstUnreachable::CommProhibited, next_hop_mtu: 0, quoted }
+        }
+        Icmpv4Error::FragRequired { mtu } => {
+            icmpv4::Repr::DstUnreachable { reason: icmpv4::DstUnreachable::FragRequired, next_hop_mtu: mtu, quoted }
+        }
         Icmpv4Error::TimeExceeded(reason) => icmpv4::Repr::TimeExceeded { reason, quoted },
         Icmpv4Error::ParamProblem { pointer } => icmpv4::Repr::ParamProblem { code: 0, pointer, quoted },
     };
@@ -256,7 +253,8 @@ pub fn icmpv6_echo_reply(
         return Err(Error);
     }
     let icmp = icmpv6::Packet::new_checked(data)?;
-    let icmpv6::Repr::EchoRequest { ident, seq_no, data } = icmpv6::Repr::parse(&icmp, ipr.src_addr, ip.pseudo_header_dst())?
+    let icmpv6::Repr::EchoRequest { ident, seq_no, data } =
+        icmpv6::Repr::parse(&icmp, ipr.src_addr, ip.pseudo_header_dst())?
     else {
         return Err(Error);
     };
@@ -357,7 +355,12 @@ pub fn ndp_neighbor_advert(
 
 /// A neighbor solicitation (RFC 4861 §4.3) for `target`, sent to its solicited-node
 /// multicast address, hop limit 255, with a source link-layer address option.
-pub fn ndp_neighbor_solicit(buf: &mut [u8], src_mac: EthernetAddress, src_ip: Ipv6Addr, target: Ipv6Addr) -> Result<usize> {
+pub fn ndp_neighbor_solicit(
+    buf: &mut [u8],
+    src_mac: EthernetAddress,
+    src_ip: Ipv6Addr,
+    target: Ipv6Addr,
+) -> Result<usize> {
     let dst = ip::solicited_node(target);
     let repr = icmpv6::Repr::NeighborSolicit { target_addr: target, lladdr: Some(src_mac) };
     icmpv6_frame(buf, src_mac, EthernetAddress::from_ipv6_multicast(dst), src_ip, dst, 255, repr)
@@ -475,7 +478,10 @@ mod test {
         let mut e = [0u8; 12];
         icmpv4::Repr::EchoRequest { ident: 1, seq_no: 1, data: b"ping" }.emit(&mut e).unwrap();
         let mut f = [0u8; 100];
-        let n = ipv4_frame(&mut f, A, B, ipv4_repr(IP_B, IP_A, IpProtocol::Icmp, 12, 0)).map(|p| p.copy_from_slice(&e)).map(|_| 46).unwrap();
+        let n = ipv4_frame(&mut f, A, B, ipv4_repr(IP_B, IP_A, IpProtocol::Icmp, 12, 0))
+            .map(|p| p.copy_from_slice(&e))
+            .map(|_| 46)
+            .unwrap();
         assert!(may_send_icmpv4_error(&f[14..n], A));
         let mut buf2 = [0u8; 100];
         let m = icmpv4_echo_reply(&mut buf2, A, B, &f[14..n]).unwrap();

@@ -108,11 +108,7 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16)
 /// The sum of the IPv6 pseudo-header (RFC 8200 §8.1): source, destination, 32-bit
 /// upper-layer length, zeros, next header.
 pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u32) -> u16 {
-    let acc = sum_v6(src)
-        + sum_v6(dst)
-        + u64::from(length >> 16)
-        + u64::from(length & 0xffff)
-        + u64::from(next_header);
+    let acc = sum_v6(src) + sum_v6(dst) + u64::from(length >> 16) + u64::from(length & 0xffff) + u64::from(next_header);
     fold(acc)
 }
 
@@ -120,10 +116,9 @@ pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, length: u
 /// they are summed anyway (giving a sum that matches nothing) rather than panicking.
 pub fn pseudo_header(src: IpAddr, dst: IpAddr, protocol: u8, length: u32) -> u16 {
     match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => add(
-            pseudo_header_v4(s, d, protocol, 0),
-            fold(u64::from(length >> 16) + u64::from(length & 0xffff)),
-        ),
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            add(pseudo_header_v4(s, d, protocol, 0), fold(u64::from(length >> 16) + u64::from(length & 0xffff)))
+        }
         (IpAddr::V6(s), IpAddr::V6(d)) => pseudo_header_v6(s, d, protocol, length),
         (s, d) => {
             let a = match s {
@@ -255,8 +250,8 @@ mod test {
     fn ipv4_header_checksum() {
         // A header from RFC 1071-style worked examples (Wikipedia "IPv4 header checksum").
         let hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
         ];
         assert_eq!(checksum(&hdr), 0xb861);
     }
@@ -264,8 +259,8 @@ mod test {
     #[test]
     fn incremental_matches_recompute() {
         let mut hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
         ];
         let old = Ipv4Addr::new(192, 168, 0, 1);
         let new = Ipv4Addr::new(10, 137, 0, 5);

@@ -205,9 +205,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Iterate only the answer records.
     pub fn answers(&self) -> impl Iterator<Item = Result<Record<'_>>> {
-        self.records()
-            .take_while(|r| !matches!(r, Ok((s, _)) if *s != Section::Answer))
-            .map(|r| r.map(|(_, rec)| rec))
+        self.records().take_while(|r| !matches!(r, Ok((s, _)) if *s != Section::Answer)).map(|r| r.map(|(_, rec)| rec))
     }
 }
 

@@ -381,18 +381,14 @@ impl<'a> Repr<'a> {
         let buf = buffer.get_mut(..len).ok_or(Error)?;
         let mut p = Packet::new_unchecked(buf);
         let (ty, code, rest, data): (Message, u8, [u8; 4], &[u8]) = match *self {
-            Repr::EchoRequest { ident, seq_no, data } => {
-                (Message::EchoRequest, 0, echo_rest(ident, seq_no), data)
-            }
+            Repr::EchoRequest { ident, seq_no, data } => (Message::EchoRequest, 0, echo_rest(ident, seq_no), data),
             Repr::EchoReply { ident, seq_no, data } => (Message::EchoReply, 0, echo_rest(ident, seq_no), data),
             Repr::DstUnreachable { reason, next_hop_mtu, quoted } => {
                 let m = next_hop_mtu.to_be_bytes();
                 (Message::DstUnreachable, reason.into(), [0, 0, m[0], m[1]], quoted)
             }
             Repr::TimeExceeded { reason, quoted } => (Message::TimeExceeded, reason.into(), [0; 4], quoted),
-            Repr::ParamProblem { code, pointer, quoted } => {
-                (Message::ParamProblem, code, [pointer, 0, 0, 0], quoted)
-            }
+            Repr::ParamProblem { code, pointer, quoted } => (Message::ParamProblem, code, [pointer, 0, 0, 0], quoted),
         };
         p.set_msg_type(ty);
         p.set_msg_code(code);
@@ -455,8 +451,8 @@ mod test {
 
     fn quoted_udp() -> [u8; 28] {
         let mut q = [
-            0x45, 0x00, 0x00, 0x30, 0x00, 0x01, 0x40, 0x00, 0x01, 0x11, 0x00, 0x00, 0x0a, 0x89,
-            0x00, 0x05, 0x08, 0x08, 0x08, 0x08, 0xc0, 0x00, 0x00, 0x35, 0x00, 0x1c, 0x12, 0x34,
+            0x45, 0x00, 0x00, 0x30, 0x00, 0x01, 0x40, 0x00, 0x01, 0x11, 0x00, 0x00, 0x0a, 0x89, 0x00, 0x05, 0x08, 0x08,
+            0x08, 0x08, 0xc0, 0x00, 0x00, 0x35, 0x00, 0x1c, 0x12, 0x34,
         ];
         let c = checksum::checksum(&q[..20]);
         q[10..12].copy_from_slice(&c.to_be_bytes());

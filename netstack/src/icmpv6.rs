@@ -417,11 +417,7 @@ pub enum Repr<'a> {
 impl<'a> Repr<'a> {
     /// Parse a message: length and checksum (with `src`/`dst`) checked; NDP messages must
     /// have code 0 and well-formed options. Other types are `Err`.
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(
-        packet: &Packet<&'a T>,
-        src: Ipv6Addr,
-        dst: Ipv6Addr,
-    ) -> Result<Repr<'a>> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(packet: &Packet<&'a T>, src: Ipv6Addr, dst: Ipv6Addr) -> Result<Repr<'a>> {
         packet.check_len()?;
         if !packet.verify_checksum(src, dst) {
             return Err(Error);
@@ -458,10 +454,9 @@ impl<'a> Repr<'a> {
             (Message::ParamProblem, code) => {
                 Ok(Repr::ParamProblem { code, pointer: packet.pointer(), quoted: quoted()? })
             }
-            (Message::NeighborSolicit, 0) => Ok(Repr::NeighborSolicit {
-                target_addr: packet.target_addr().ok_or(Error)?,
-                lladdr: lladdr(true)?,
-            }),
+            (Message::NeighborSolicit, 0) => {
+                Ok(Repr::NeighborSolicit { target_addr: packet.target_addr().ok_or(Error)?, lladdr: lladdr(true)? })
+            }
             (Message::NeighborAdvert, 0) => Ok(Repr::NeighborAdvert {
                 flags: packet.na_flags(),
                 target_addr: packet.target_addr().ok_or(Error)?,

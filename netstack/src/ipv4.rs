@@ -66,19 +66,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// [`Packet::set_header_len`] and [`Packet::set_total_len`].
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            Err(Error)
-        } else if self.header_len() < HEADER_LEN {
-            Err(Error)
-        } else if len < self.header_len() {
-            Err(Error)
-        } else if usize::from(self.total_len()) < self.header_len() {
-            Err(Error)
-        } else if len < usize::from(self.total_len()) {
-            Err(Error)
-        } else {
-            Ok(())
-        }
+        // In order: fixed header, IHL minimum, IHL within buffer, total length covers the
+        // IHL, total length within buffer.
+        let bad = len < HEADER_LEN
+            || self.header_len() < HEADER_LEN
+            || len < self.header_len()
+            || usize::from(self.total_len()) < self.header_len()
+            || len < usize::from(self.total_len());
+        if bad { Err(Error) } else { Ok(()) }
     }
 
     /// Return the buffer.
@@ -432,8 +427,8 @@ mod test {
     // A UDP packet with a 4-byte option (NOP NOP NOP EOL), DF set, two payload bytes and two
     // bytes of Ethernet padding after it.
     static PACKET_BYTES: [u8; 28] = [
-        0x46, 0x21, 0x00, 0x1a, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0x0a, 0x89, 0x00,
-        0x05, 0xc0, 0xa8, 0x01, 0x02, 0x01, 0x01, 0x01, 0x00, 0xaa, 0xbb, 0x00, 0x00,
+        0x46, 0x21, 0x00, 0x1a, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0x0a, 0x89, 0x00, 0x05, 0xc0, 0xa8,
+        0x01, 0x02, 0x01, 0x01, 0x01, 0x00, 0xaa, 0xbb, 0x00, 0x00,
     ];
 
     fn bytes() -> [u8; 28] {

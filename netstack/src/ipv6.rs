@@ -59,11 +59,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// [`Packet::set_payload_len`].
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN || len < HEADER_LEN + usize::from(self.payload_len()) {
-            Err(Error)
-        } else {
-            Ok(())
-        }
+        if len < HEADER_LEN || len < HEADER_LEN + usize::from(self.payload_len()) { Err(Error) } else { Ok(()) }
     }
 
     /// Return the buffer.

@@ -112,11 +112,7 @@ pub fn rewrite_ipv4(packet: &mut [u8], rw: &Rewrite, csum_blank: bool) -> Result
     if l4.pseudo && !skip {
         for (o, n) in [(old_src, rw.src_addr), (old_dst, rw.dst_addr)] {
             if let Some(n) = n {
-                c = if partial {
-                    checksum::update_partial_v4_addr(c, o, n)
-                } else {
-                    checksum::update_v4_addr(c, o, n)
-                };
+                c = if partial { checksum::update_partial_v4_addr(c, o, n) } else { checksum::update_v4_addr(c, o, n) };
             }
         }
     }
@@ -242,11 +238,8 @@ mod test {
         assert_eq!(ip.src_addr(), Ipv4Addr::new(192, 168, 1, 200));
         assert_eq!(tcp::Packet::new_checked(ip.payload()).unwrap().src_port(), 61000);
         // Back again.
-        let back = Rewrite {
-            src_addr: Some(Ipv4Addr::new(10, 137, 0, 17)),
-            src_port: Some(40000),
-            ..Rewrite::default()
-        };
+        let back =
+            Rewrite { src_addr: Some(Ipv4Addr::new(10, 137, 0, 17)), src_port: Some(40000), ..Rewrite::default() };
         rewrite_ipv4(&mut p, &back, false).unwrap();
         assert_eq!(p, tcp_packet());
     }

@@ -72,11 +72,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// [`Packet::set_header_len`].
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN || self.header_len() < HEADER_LEN || len < self.header_len() {
-            Err(Error)
-        } else {
-            Ok(())
-        }
+        if len < HEADER_LEN || self.header_len() < HEADER_LEN || len < self.header_len() { Err(Error) } else { Ok(()) }
     }
 
     /// Return the buffer.
@@ -427,7 +423,7 @@ impl<'a> Repr<'a> {
     /// Write the segment into the start of `buffer` and fill the checksum. Returns its
     /// length; `Err` if it does not fit or the options are not a multiple of 4 up to 40.
     pub fn emit(&self, buffer: &mut [u8], src: IpAddr, dst: IpAddr) -> Result<usize> {
-        if self.options.len() % 4 != 0 || self.options.len() > MAX_HEADER_LEN - HEADER_LEN {
+        if !self.options.len().is_multiple_of(4) || self.options.len() > MAX_HEADER_LEN - HEADER_LEN {
             return Err(Error);
         }
         let len = self.buffer_len();
@@ -459,14 +455,14 @@ mod test {
 
     // SYN+ACK with MSS 1460, NOP, WS 7, SACK-permitted, TS, 4 payload bytes.
     static OPTIONS: [u8; 20] = [
-        0x02, 0x04, 0x05, 0xb4, 0x01, 0x03, 0x03, 0x07, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x00, 0x00,
-        0x01, 0x00, 0x00, 0x00, 0x02,
+        0x02, 0x04, 0x05, 0xb4, 0x01, 0x03, 0x03, 0x07, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+        0x00, 0x02,
     ];
 
     fn bytes() -> Vec<u8> {
         let mut b = vec![
-            0xbf, 0x00, 0x00, 0x50, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xa0, 0x12,
-            0x01, 0x23, 0x00, 0x00, 0x00, 0x00,
+            0xbf, 0x00, 0x00, 0x50, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xa0, 0x12, 0x01, 0x23, 0x00, 0x00,
+            0x00, 0x00,
         ];
         b.extend_from_slice(&OPTIONS);
         b.extend_from_slice(&[0xaa, 0x00, 0x00, 0xff]);
@@ -551,9 +547,6 @@ mod test {
         let bad: Vec<_> = OptionIter::new(&[1, 9, 0]).collect();
         assert_eq!(bad, vec![Ok(TcpOption::NoOperation), Err(Error)]);
         let odd: Vec<_> = OptionIter::new(&[2, 3, 5, 0, 7]).collect();
-        assert_eq!(
-            odd,
-            vec![Ok(TcpOption::Unknown { kind: 2, data: &[5] }), Ok(TcpOption::EndOfList)]
-        );
+        assert_eq!(odd, vec![Ok(TcpOption::Unknown { kind: 2, data: &[5] }), Ok(TcpOption::EndOfList)]);
     }
 }

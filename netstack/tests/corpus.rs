@@ -266,7 +266,13 @@ fn icmpv6_layers(out: &mut Vec<Layer>, data: &[u8], src: Ipv6Addr, dst: Ipv6Addr
             other => panic!("ndp option {other:?} not in corpus handler"),
         }
     }
-    if !matches!(p.msg_type(), icmpv6::Message::NeighborSolicit | icmpv6::Message::NeighborAdvert | icmpv6::Message::EchoRequest | icmpv6::Message::EchoReply) {
+    if !matches!(
+        p.msg_type(),
+        icmpv6::Message::NeighborSolicit
+            | icmpv6::Message::NeighborAdvert
+            | icmpv6::Message::EchoRequest
+            | icmpv6::Message::EchoReply
+    ) {
         raw_layer(out, "Raw", p.data());
     }
 }
@@ -303,7 +309,14 @@ fn ours(raw: &[u8]) -> Vec<Layer> {
             if p.is_non_first_fragment() {
                 raw_layer(&mut out, "Raw", p.payload());
             } else {
-                transport(&mut out, p.next_header(), p.src_addr().into(), p.dst_addr().into(), p.payload(), !p.is_fragment());
+                transport(
+                    &mut out,
+                    p.next_header(),
+                    p.src_addr().into(),
+                    p.dst_addr().into(),
+                    p.payload(),
+                    !p.is_fragment(),
+                );
             }
             padding = &f.payload()[usize::from(p.total_len())..];
         }
@@ -323,7 +336,14 @@ fn ours(raw: &[u8]) -> Vec<Layer> {
             if u.is_non_first_fragment() {
                 raw_layer(&mut out, "Raw", rest);
             } else {
-                transport(&mut out, u.protocol, p.src_addr().into(), p.pseudo_header_dst().into(), rest, u.fragment.is_none());
+                transport(
+                    &mut out,
+                    u.protocol,
+                    p.src_addr().into(),
+                    p.pseudo_header_dst().into(),
+                    rest,
+                    u.fragment.is_none(),
+                );
             }
             padding = &f.payload()[ipv6::HEADER_LEN + usize::from(p.payload_len())..];
         }
@@ -345,7 +365,9 @@ fn collapse_ext_headers(layers: &[Value]) -> Vec<Value> {
         let name = l["layer"].as_str().unwrap();
         let f = &l["fields"];
         let (size, frag) = match name {
-            "IPv6ExtHdrHopByHop" | "IPv6ExtHdrDestOpt" | "IPv6ExtHdrRouting" => ((f["len"].as_u64().unwrap() + 1) * 8, false),
+            "IPv6ExtHdrHopByHop" | "IPv6ExtHdrDestOpt" | "IPv6ExtHdrRouting" => {
+                ((f["len"].as_u64().unwrap() + 1) * 8, false)
+            }
             "IPv6ExtHdrFragment" => (8, true),
             _ => {
                 out.push(l.clone());
@@ -414,8 +436,9 @@ fn corpus_matches_scapy_dissection() {
     for name in &names {
         let raw = fs::read(dir.join(format!("{name}.bin"))).unwrap();
         let json_path = dir.join(format!("{name}.json"));
-        let text = fs::read_to_string(&json_path)
-            .unwrap_or_else(|e| panic!("dissection {} missing ({e}); run tests/data/gen_corpus.py", json_path.display()));
+        let text = fs::read_to_string(&json_path).unwrap_or_else(|e| {
+            panic!("dissection {} missing ({e}); run tests/data/gen_corpus.py", json_path.display())
+        });
         let diss: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(diss["length"].as_u64().unwrap() as usize, raw.len(), "{name}: length");
         let theirs = collapse_ext_headers(diss["layers"].as_array().unwrap());
@@ -449,13 +472,41 @@ fn corpus_matches_scapy_dissection() {
             failures.push(format!("{name}:\n  {}", errs.join("\n  ")));
         }
     }
-    assert!(failures.is_empty(), "{} of {} frames disagree with scapy:\n{}", failures.len(), names.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} frames disagree with scapy:\n{}",
+        failures.len(),
+        names.len(),
+        failures.join("\n")
+    );
     // Every format is covered.
     for want in [
-        "Ether", "ARP", "IP", "IPv6", "IPv6ExtHeaders", "TCP", "UDP", "DNS", "ICMP", "IPerror", "TCPerror",
-        "UDPerror", "ICMPerror", "ICMPv6EchoRequest", "ICMPv6EchoReply", "ICMPv6DestUnreach", "ICMPv6PacketTooBig",
-        "ICMPv6TimeExceeded", "ICMPv6ParamProblem", "IPerror6", "ICMPv6ND_NS", "ICMPv6ND_NA",
-        "ICMPv6NDOptSrcLLAddr", "ICMPv6NDOptDstLLAddr", "Raw", "Padding",
+        "Ether",
+        "ARP",
+        "IP",
+        "IPv6",
+        "IPv6ExtHeaders",
+        "TCP",
+        "UDP",
+        "DNS",
+        "ICMP",
+        "IPerror",
+        "TCPerror",
+        "UDPerror",
+        "ICMPerror",
+        "ICMPv6EchoRequest",
+        "ICMPv6EchoReply",
+        "ICMPv6DestUnreach",
+        "ICMPv6PacketTooBig",
+        "ICMPv6TimeExceeded",
+        "ICMPv6ParamProblem",
+        "IPerror6",
+        "ICMPv6ND_NS",
+        "ICMPv6ND_NA",
+        "ICMPv6NDOptSrcLLAddr",
+        "ICMPv6NDOptDstLLAddr",
+        "Raw",
+        "Padding",
     ] {
         assert!(seen_layers.contains(want), "corpus lacks a {want} layer");
     }
