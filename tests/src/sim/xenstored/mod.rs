@@ -378,8 +378,7 @@ impl Xenstored {
     /// would get it. Events it causes are queued after it.
     pub(crate) fn request(&mut self, conn: ConnId, msg_type: u32, tx_id: u32, payload: &[u8]) -> XsResult<Vec<u8>> {
         self.requests += 1;
-        let result = self.dispatch(conn, msg_type, tx_id, payload);
-        result
+        self.dispatch(conn, msg_type, tx_id, payload)
     }
 
     fn dispatch(&mut self, conn: ConnId, msg_type: u32, tx_id: u32, payload: &[u8]) -> XsResult<Vec<u8>> {
@@ -551,7 +550,7 @@ impl Xenstored {
                 let node = store.nodes.get_mut(&path).expect("looked up");
                 node.perms = perms.clone();
                 node.generation = gen_;
-                if let Some(t) = txn.as_deref_mut() {
+                if let Some(t) = txn {
                     t.written.insert(path.clone());
                 }
                 Ok((ok(), vec![(path, perms, false)]))
