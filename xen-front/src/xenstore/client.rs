@@ -4,8 +4,7 @@
 use super::error::Error;
 use super::ring::{RingFault, StoreRing, XENSTORE_RING_SIZE};
 use super::wire::{
-    self, AllegedHeader, DirEntries, HEADER_LEN, HeaderFault, MESSAGE_MAX, MsgType, Perm, PermIter,
-    Request, TxId,
+    self, AllegedHeader, DirEntries, HEADER_LEN, HeaderFault, MESSAGE_MAX, MsgType, Perm, PermIter, Request, TxId,
 };
 use grant_pool::SharedPage;
 
@@ -234,20 +233,13 @@ struct EventSlot {
 }
 
 impl EventSlot {
-    const EMPTY: EventSlot = EventSlot {
-        len: 0,
-        buf: [0; EVENT_PAYLOAD_MAX],
-    };
+    const EMPTY: EventSlot = EventSlot { len: 0, buf: [0; EVENT_PAYLOAD_MAX] };
 }
 
 /// Where the body of the message being read goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RxTarget {
-    Slot {
-        index: usize,
-        msg_type: MsgType,
-        tx_id: u32,
-    },
+    Slot { index: usize, msg_type: MsgType, tx_id: u32 },
     Event(usize),
     Discard,
 }
@@ -255,22 +247,12 @@ enum RxTarget {
 /// Progress through the current incoming message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Rx {
-    Header {
-        got: usize,
-        bytes: [u8; HEADER_LEN],
-    },
-    Body {
-        len: usize,
-        got: usize,
-        to: RxTarget,
-    },
+    Header { got: usize, bytes: [u8; HEADER_LEN] },
+    Body { len: usize, got: usize, to: RxTarget },
 }
 
 impl Rx {
-    const START: Rx = Rx::Header {
-        got: 0,
-        bytes: [0; HEADER_LEN],
-    };
+    const START: Rx = Rx::Header { got: 0, bytes: [0; HEADER_LEN] };
 }
 
 /// A xenstore client driven by the caller's poll loop. See the [module docs](super).
@@ -371,13 +353,7 @@ impl Client {
     /// [`Error::TooManyInFlight`]. Every accepted request ends in a result for
     /// [`take_reply`](Self::take_reply) (or is dropped after [`discard`](Self::discard)), so
     /// the slot comes back only when the caller takes or discards it.
-    pub fn submit(
-        &mut self,
-        now_ns: u64,
-        timeout_ns: u64,
-        tx: TxId,
-        request: Request<'_>,
-    ) -> Result<ReqId, Error> {
+    pub fn submit(&mut self, now_ns: u64, timeout_ns: u64, tx: TxId, request: Request<'_>) -> Result<ReqId, Error> {
         match self.state() {
             ClientState::Broken(_) => return Err(Error::Broken),
             ClientState::Detached => return Err(Error::NotAttached),
@@ -405,40 +381,29 @@ impl Client {
 
     /// True while `id` has neither completed nor been discarded.
     pub fn is_pending(&self, id: ReqId) -> bool {
-        self.slots
-            .iter()
-            .any(|s| s.req_id == id.0 && matches!(s.phase, Phase::Waiting | Phase::Receiving))
+        self.slots.iter().any(|s| s.req_id == id.0 && matches!(s.phase, Phase::Waiting | Phase::Receiving))
     }
 
     /// The result of request `id` once it has completed, exactly once; `None` while it is
     /// pending and for ids that are unknown or already taken. The payload is borrowed from
     /// the request's slot, which is free for reuse once the borrow ends.
     pub fn take_reply(&mut self, id: ReqId) -> Option<Result<Reply<'_>, Error>> {
-        let index = self
-            .slots
-            .iter()
-            .position(|s| s.req_id == id.0 && matches!(s.phase, Phase::Done(_)))?;
+        let index = self.slots.iter().position(|s| s.req_id == id.0 && matches!(s.phase, Phase::Done(_)))?;
         let slot = &mut self.slots[index];
         let Phase::Done(result) = slot.phase else {
             return None;
         };
         slot.release();
         let slot = &self.slots[index];
-        Some(result.map(|meta| Reply {
-            msg_type: meta.msg_type,
-            tx: TxId(meta.tx_id),
-            payload: &slot.buf[..meta.len],
-        }))
+        Some(result.map(|meta| Reply { msg_type: meta.msg_type, tx: TxId(meta.tx_id), payload: &slot.buf[..meta.len] }))
     }
 
     /// Gives up interest in request `id`: its result will be dropped when it comes (for
     /// fire-and-forget writes, or aborting a transaction without waiting). Returns false for
     /// unknown ids.
     pub fn discard(&mut self, id: ReqId) -> bool {
-        let Some(slot) = self
-            .slots
-            .iter_mut()
-            .find(|s| s.req_id == id.0 && !matches!(s.phase, Phase::Free | Phase::Abandoned))
+        let Some(slot) =
+            self.slots.iter_mut().find(|s| s.req_id == id.0 && !matches!(s.phase, Phase::Free | Phase::Abandoned))
         else {
             return false;
         };
@@ -506,12 +471,7 @@ impl Client {
             let id = self.next_req_id;
             self.next_req_id = id.wrapping_add(1);
             // 0 is the id of watch events; an id still in a slot would be ambiguous.
-            if id != 0
-                && !self
-                    .slots
-                    .iter()
-                    .any(|s| s.phase != Phase::Free && s.req_id == id)
-            {
+            if id != 0 && !self.slots.iter().any(|s| s.phase != Phase::Free && s.req_id == id) {
                 return id;
             }
         }
@@ -539,10 +499,7 @@ impl Client {
         match self.rx {
             Rx::Header { got, mut bytes } => {
                 let n = ring.read_rsp(&mut bytes[got..(got + available).min(HEADER_LEN)]);
-                self.rx = Rx::Header {
-                    got: got + n,
-                    bytes,
-                };
+                self.rx = Rx::Header { got: got + n, bytes };
                 if got + n == HEADER_LEN {
                     self.start_body(AllegedHeader::parse(&bytes), outcome)?;
                 }
@@ -551,19 +508,11 @@ impl Client {
             Rx::Body { len, got, to } => {
                 let want = (len - got).min(available);
                 let n = match to {
-                    RxTarget::Slot { index, .. } => {
-                        ring.read_rsp(&mut self.slots[index].buf[got..got + want])
-                    }
-                    RxTarget::Event(index) => {
-                        ring.read_rsp(&mut self.events[index].buf[got..got + want])
-                    }
+                    RxTarget::Slot { index, .. } => ring.read_rsp(&mut self.slots[index].buf[got..got + want]),
+                    RxTarget::Event(index) => ring.read_rsp(&mut self.events[index].buf[got..got + want]),
                     RxTarget::Discard => ring.skip_rsp(want),
                 };
-                self.rx = Rx::Body {
-                    len,
-                    got: got + n,
-                    to,
-                };
+                self.rx = Rx::Body { len, got: got + n, to };
                 if got + n == len {
                     self.finish_body(len, to, outcome);
                 }
@@ -573,11 +522,7 @@ impl Client {
     }
 
     /// Decides where the body of a just-read header goes.
-    fn start_body(
-        &mut self,
-        alleged: AllegedHeader,
-        outcome: &mut PollOutcome,
-    ) -> Result<(), Fault> {
+    fn start_body(&mut self, alleged: AllegedHeader, outcome: &mut PollOutcome) -> Result<(), Fault> {
         let to = match alleged.validate() {
             Err(HeaderFault::PayloadTooLong(len)) => return Err(Fault::PayloadTooLong(len)),
             Err(HeaderFault::UnknownType { .. }) => {
@@ -605,17 +550,10 @@ impl Client {
 
     fn match_reply(&mut self, req_id: u32, msg_type: MsgType, tx_id: u32) -> RxTarget {
         // Only a request fully written can be answered; anything else is not ours to accept.
-        let waiting = self
-            .slots
-            .iter()
-            .position(|s| s.phase == Phase::Waiting && s.req_id == req_id && !s.unsent());
+        let waiting = self.slots.iter().position(|s| s.phase == Phase::Waiting && s.req_id == req_id && !s.unsent());
         if let Some(index) = waiting {
             self.slots[index].phase = Phase::Receiving;
-            return RxTarget::Slot {
-                index,
-                msg_type,
-                tx_id,
-            };
+            return RxTarget::Slot { index, msg_type, tx_id };
         }
         if req_id != 0 && self.expired.contains(&req_id) {
             self.stats.dropped_late += 1;
@@ -628,21 +566,13 @@ impl Client {
     fn finish_body(&mut self, len: usize, to: RxTarget, outcome: &mut PollOutcome) {
         self.rx = Rx::START;
         match to {
-            RxTarget::Slot {
-                index,
-                msg_type,
-                tx_id,
-            } => {
+            RxTarget::Slot { index, msg_type, tx_id } => {
                 let slot = &self.slots[index];
                 let payload = &slot.buf[..len];
                 let result = if msg_type == MsgType::Error {
                     Err(Error::from_errno_name(payload))
                 } else if wire::reply_fits(slot.req_type, msg_type, payload) {
-                    Ok(ReplyMeta {
-                        msg_type,
-                        tx_id,
-                        len,
-                    })
+                    Ok(ReplyMeta { msg_type, tx_id, len })
                 } else {
                     self.stats.malformed_replies += 1;
                     Err(Error::MalformedReply)
@@ -671,12 +601,7 @@ impl Client {
         self.events_lost = true;
     }
 
-    fn complete(
-        &mut self,
-        index: usize,
-        result: Result<ReplyMeta, Error>,
-        outcome: &mut PollOutcome,
-    ) {
+    fn complete(&mut self, index: usize, result: Result<ReplyMeta, Error>, outcome: &mut PollOutcome) {
         let slot = &mut self.slots[index];
         if result == Err(Error::Timeout) {
             self.stats.timeouts += 1;
@@ -694,8 +619,7 @@ impl Client {
     fn expire(&mut self, now_ns: u64, outcome: &mut PollOutcome) {
         for index in 0..MAX_IN_FLIGHT {
             let slot = &mut self.slots[index];
-            if !matches!(slot.phase, Phase::Waiting | Phase::Receiving) || now_ns < slot.deadline_ns
-            {
+            if !matches!(slot.phase, Phase::Waiting | Phase::Receiving) || now_ns < slot.deadline_ns {
                 continue;
             }
             if slot.req_sent == 0 {
@@ -703,17 +627,8 @@ impl Client {
             }
             if slot.phase == Phase::Receiving {
                 // The rest of its body is still coming: keep the stream in step, drop it.
-                if let Rx::Body {
-                    len,
-                    got,
-                    to: RxTarget::Slot { .. },
-                } = self.rx
-                {
-                    self.rx = Rx::Body {
-                        len,
-                        got,
-                        to: RxTarget::Discard,
-                    };
+                if let Rx::Body { len, got, to: RxTarget::Slot { .. } } = self.rx {
+                    self.rx = Rx::Body { len, got, to: RxTarget::Discard };
                 }
             }
             self.complete(index, Err(Error::Timeout), outcome);
@@ -740,9 +655,7 @@ impl Client {
         ring.req_space().map_err(Fault::Ring)?;
         while let Some(index) = self.next_to_send() {
             let slot = &mut self.slots[index];
-            let n = ring
-                .write_req(&slot.buf[slot.req_sent..slot.req_len])
-                .map_err(Fault::Ring)?;
+            let n = ring.write_req(&slot.buf[slot.req_sent..slot.req_len]).map_err(Fault::Ring)?;
             slot.req_sent += n;
             if slot.unsent() {
                 break; // ring full: the rest goes when xenstored has consumed some
@@ -781,8 +694,6 @@ impl Client {
 impl Client {
     /// True if no request is still waiting (all have a result or are free/abandoned).
     pub(super) fn slots_all_settled(&self) -> bool {
-        self.slots
-            .iter()
-            .all(|s| !matches!(s.phase, Phase::Waiting | Phase::Receiving))
+        self.slots.iter().all(|s| !matches!(s.phase, Phase::Waiting | Phase::Receiving))
     }
 }

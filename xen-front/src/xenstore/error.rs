@@ -93,18 +93,12 @@ impl Error {
     /// its error; names this client does not know give [`Error::Unknown`].
     pub fn from_errno_name(payload: &[u8]) -> Error {
         let name = payload.strip_suffix(b"\0").unwrap_or(payload);
-        ERRNO_NAMES
-            .iter()
-            .find(|(n, _)| n.as_bytes() == name)
-            .map_or(Error::Unknown, |&(_, e)| e)
+        ERRNO_NAMES.iter().find(|(n, _)| n.as_bytes() == name).map_or(Error::Unknown, |&(_, e)| e)
     }
 
     /// The errno name xenstored uses for this error, if it is one of xenstored's.
     pub fn errno_name(self) -> Option<&'static str> {
-        ERRNO_NAMES
-            .iter()
-            .find(|&&(_, e)| e == self)
-            .map(|&(n, _)| n)
+        ERRNO_NAMES.iter().find(|&&(_, e)| e == self).map(|&(n, _)| n)
     }
 
     /// True for the answers by which xenstored refuses to take on more for this domain
@@ -143,11 +137,7 @@ mod tests {
             let mut payload = name.as_bytes().to_vec();
             payload.push(0);
             assert_eq!(Error::from_errno_name(&payload), err);
-            assert_eq!(
-                Error::from_errno_name(name.as_bytes()),
-                err,
-                "NUL is optional"
-            );
+            assert_eq!(Error::from_errno_name(name.as_bytes()), err, "NUL is optional");
             assert_eq!(err.errno_name(), Some(name));
         }
         assert_eq!(Error::from_errno_name(b"EWHATEVER\0"), Error::Unknown);

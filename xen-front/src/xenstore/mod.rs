@@ -76,8 +76,8 @@ pub mod wire;
 mod tests;
 
 pub use client::{
-    Client, ClientState, EVENT_PAYLOAD_MAX, EVENT_QUEUE_LEN, Fault, MAX_IN_FLIGHT, PollOutcome,
-    Reply, ReqId, WatchEvent, XsStats,
+    Client, ClientState, EVENT_PAYLOAD_MAX, EVENT_QUEUE_LEN, Fault, MAX_IN_FLIGHT, PollOutcome, Reply, ReqId,
+    WatchEvent, XsStats,
 };
 pub use error::Error;
 pub use ring::{RingFault, XENSTORE_RING_SIZE};

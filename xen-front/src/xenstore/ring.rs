@@ -107,21 +107,13 @@ impl StoreRing {
         // `cons` must lie in [last, published prod]: consumers only move forward and never
         // past what we have published. Wrapping distances from `last` make that one compare.
         if cons.wrapping_sub(last) > self.req_prod_published.wrapping_sub(last) {
-            return Err(RingFault::ReqConsOutOfRange {
-                cons,
-                last,
-                prod: self.req_prod_published,
-            });
+            return Err(RingFault::ReqConsOutOfRange { cons, last, prod: self.req_prod_published });
         }
         // We never write more than fits, so this stays ≤ 1024 once running; only indices
         // found in the page at attach time can break it.
         let used = self.req_prod.wrapping_sub(cons) as usize;
         if used > XENSTORE_RING_SIZE {
-            return Err(RingFault::ReqConsOutOfRange {
-                cons,
-                last,
-                prod: self.req_prod_published,
-            });
+            return Err(RingFault::ReqConsOutOfRange { cons, last, prod: self.req_prod_published });
         }
         self.req_cons_seen = cons;
         Ok(XENSTORE_RING_SIZE - used)
@@ -135,8 +127,7 @@ impl StoreRing {
         while done < n {
             let off = (self.req_prod & RING_MASK) as usize;
             let chunk = (n - done).min(XENSTORE_RING_SIZE - off);
-            self.page
-                .copy_in(field::REQ + off, &src[done..done + chunk]);
+            self.page.copy_in(field::REQ + off, &src[done..done + chunk]);
             self.req_prod = self.req_prod.wrapping_add(chunk as u32);
             done += chunk;
         }
@@ -159,10 +150,7 @@ impl StoreRing {
         let prod = self.page.read_u32(field::RSP_PROD);
         let avail = prod.wrapping_sub(self.rsp_cons);
         if avail as usize > XENSTORE_RING_SIZE {
-            return Err(RingFault::RspProdJump {
-                prod,
-                cons: self.rsp_cons,
-            });
+            return Err(RingFault::RspProdJump { prod, cons: self.rsp_cons });
         }
         read_barrier(); // the index before the bytes it covers
         self.rsp_prod_seen = prod;
@@ -172,15 +160,12 @@ impl StoreRing {
     /// Copies up to `dst.len()` bytes of what [`rsp_available`](Self::rsp_available) last
     /// reported; returns the bytes copied.
     pub fn read_rsp(&mut self, dst: &mut [u8]) -> usize {
-        let n = dst
-            .len()
-            .min(self.rsp_prod_seen.wrapping_sub(self.rsp_cons) as usize);
+        let n = dst.len().min(self.rsp_prod_seen.wrapping_sub(self.rsp_cons) as usize);
         let mut done = 0;
         while done < n {
             let off = (self.rsp_cons & RING_MASK) as usize;
             let chunk = (n - done).min(XENSTORE_RING_SIZE - off);
-            self.page
-                .copy_out(field::RSP + off, &mut dst[done..done + chunk]);
+            self.page.copy_out(field::RSP + off, &mut dst[done..done + chunk]);
             self.rsp_cons = self.rsp_cons.wrapping_add(chunk as u32);
             done += chunk;
         }
@@ -214,12 +199,7 @@ mod tests {
 
     fn page_at(start: u32) -> SharedPage {
         let page = SharedPage::from_static(Box::leak(Box::new(PageCell::new())));
-        for off in [
-            field::REQ_CONS,
-            field::REQ_PROD,
-            field::RSP_CONS,
-            field::RSP_PROD,
-        ] {
+        for off in [field::REQ_CONS, field::REQ_PROD, field::RSP_CONS, field::RSP_PROD] {
             page.write_u32(off, start);
         }
         page
@@ -231,17 +211,10 @@ mod tests {
         let mut ring = StoreRing::new(page);
         let data: Vec<u8> = (0..1500u32).map(|i| i as u8).collect();
         assert_eq!(ring.write_req(&data), Ok(1024));
-        assert_eq!(
-            ring.write_req(&data[1024..]),
-            Ok(0),
-            "full ring takes nothing"
-        );
+        assert_eq!(ring.write_req(&data[1024..]), Ok(0), "full ring takes nothing");
         assert!(ring.publish_req());
         assert!(!ring.publish_req(), "nothing new to publish");
-        assert_eq!(
-            page.read_u32(field::REQ_PROD),
-            (u32::MAX - 10).wrapping_add(1024)
-        );
+        assert_eq!(page.read_u32(field::REQ_PROD), (u32::MAX - 10).wrapping_add(1024));
         // The byte at stream index x is at ring[x & 1023].
         let first = ((u32::MAX - 10) & RING_MASK) as usize;
         assert_eq!(page.read_u8(field::REQ + first), 0);
@@ -274,13 +247,7 @@ mod tests {
         let page = page_at(5000);
         let mut ring = StoreRing::new(page);
         page.write_u32(field::RSP_PROD, 5000 + 2000);
-        assert_eq!(
-            ring.rsp_available(),
-            Err(RingFault::RspProdJump {
-                prod: 7000,
-                cons: 5000
-            })
-        );
+        assert_eq!(ring.rsp_available(), Err(RingFault::RspProdJump { prod: 7000, cons: 5000 }));
         page.write_u32(field::RSP_PROD, 4999); // backwards: a wrapped, huge distance
         assert!(ring.rsp_available().is_err());
 
@@ -289,10 +256,7 @@ mod tests {
         page.write_u32(field::REQ_CONS, 5003);
         assert_eq!(ring.req_space(), Ok(1022));
         page.write_u32(field::REQ_CONS, 5001); // backwards
-        assert!(matches!(
-            ring.req_space(),
-            Err(RingFault::ReqConsOutOfRange { cons: 5001, .. })
-        ));
+        assert!(matches!(ring.req_space(), Err(RingFault::ReqConsOutOfRange { cons: 5001, .. })));
         page.write_u32(field::REQ_CONS, 5006); // past what we published
         assert!(ring.req_space().is_err());
 

@@ -61,10 +61,7 @@ impl FakeXenstored {
         let prod = self.page.read_u32(offsets::REQ_PROD);
         let avail = (prod.wrapping_sub(self.req_cons) as usize).min(self.chunk);
         for _ in 0..avail {
-            self.inbox.push(
-                self.page
-                    .read_u8(offsets::REQ + (self.req_cons & 1023) as usize),
-            );
+            self.inbox.push(self.page.read_u8(offsets::REQ + (self.req_cons & 1023) as usize));
             self.req_cons = self.req_cons.wrapping_add(1);
         }
         if avail > 0 {
@@ -90,8 +87,7 @@ impl FakeXenstored {
         let n = space.min(self.chunk).min(self.outbox.len());
         for _ in 0..n {
             let b = self.outbox.pop_front().unwrap();
-            self.page
-                .write_u8(offsets::RSP + (self.rsp_prod & 1023) as usize, b);
+            self.page.write_u8(offsets::RSP + (self.rsp_prod & 1023) as usize, b);
             self.rsp_prod = self.rsp_prod.wrapping_add(1);
         }
         if n > 0 {
@@ -119,11 +115,7 @@ impl FakeXenstored {
     }
 
     fn absolute(path: &str) -> String {
-        if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("/local/domain/{DOMID}/{path}")
-        }
+        if path.starts_with('/') { path.to_string() } else { format!("/local/domain/{DOMID}/{path}") }
     }
 
     fn fire(&mut self, path: &str) {
@@ -147,9 +139,7 @@ impl FakeXenstored {
         if let Some(errno) = self.fail_next.pop_front() {
             return self.send(MsgType::Error, id, tx, &[errno.as_bytes(), b"\0"].concat());
         }
-        let mut fields = payload
-            .split(|&b| b == 0)
-            .map(|f| String::from_utf8(f.to_vec()).unwrap());
+        let mut fields = payload.split(|&b| b == 0).map(|f| String::from_utf8(f.to_vec()).unwrap());
         let path = fields.next().unwrap_or_default();
         let ok = |me: &mut Self| me.send(h.msg_type, id, tx, b"OK\0");
         let enoent = |me: &mut Self| me.send(MsgType::Error, id, tx, b"ENOENT\0");
@@ -173,8 +163,7 @@ impl FakeXenstored {
             MsgType::Rm => {
                 let before = self.store.len();
                 let prefix = format!("{abs}/");
-                self.store
-                    .retain(|k, _| *k != abs && !k.starts_with(&prefix));
+                self.store.retain(|k, _| *k != abs && !k.starts_with(&prefix));
                 if self.store.len() == before {
                     return enoent(self);
                 }
@@ -220,30 +209,18 @@ impl FakeXenstored {
             MsgType::TransactionStart => {
                 assert_eq!(tx, 0, "START must carry tx 0");
                 self.next_tx += 1;
-                self.send(
-                    MsgType::TransactionStart,
-                    id,
-                    0,
-                    format!("{}\0", self.next_tx).as_bytes(),
-                );
+                self.send(MsgType::TransactionStart, id, 0, format!("{}\0", self.next_tx).as_bytes());
             }
             MsgType::TransactionEnd => {
-                let failure = if payload == b"T\0" {
-                    self.fail_commit.pop_front()
-                } else {
-                    None
-                };
+                let failure = if payload == b"T\0" { self.fail_commit.pop_front() } else { None };
                 if let Some(errno) = failure {
                     return self.send(MsgType::Error, id, tx, &[errno.as_bytes(), b"\0"].concat());
                 }
                 ok(self);
             }
-            MsgType::GetDomainPath => self.send(
-                MsgType::GetDomainPath,
-                id,
-                tx,
-                format!("/local/domain/{path}\0").as_bytes(),
-            ),
+            MsgType::GetDomainPath => {
+                self.send(MsgType::GetDomainPath, id, tx, format!("/local/domain/{path}\0").as_bytes())
+            }
             _ => self.send(MsgType::Error, id, tx, b"ENOSYS\0"),
         }
     }
@@ -252,12 +229,7 @@ impl FakeXenstored {
 /// A page with all four indices at `start` (guests must not assume zero), a client and a peer.
 fn setup_at(start: u32) -> (Box<Client>, FakeXenstored, SharedPage) {
     let page = SharedPage::from_static(Box::leak(Box::new(PageCell::new())));
-    for off in [
-        offsets::REQ_CONS,
-        offsets::REQ_PROD,
-        offsets::RSP_CONS,
-        offsets::RSP_PROD,
-    ] {
+    for off in [offsets::REQ_CONS, offsets::REQ_PROD, offsets::RSP_CONS, offsets::RSP_PROD] {
         page.write_u32(off, start);
     }
     let mut client = Box::new(Client::new());
@@ -275,11 +247,7 @@ fn run(client: &mut Client, fake: &mut FakeXenstored, now: u64) {
     for _ in 0..10_000 {
         let out = client.poll(now);
         let moved = fake.pump();
-        quiet = if out.notify_peer || moved {
-            0
-        } else {
-            quiet + 1
-        };
+        quiet = if out.notify_peer || moved { 0 } else { quiet + 1 };
         if quiet == 2 {
             return;
         }
@@ -288,12 +256,7 @@ fn run(client: &mut Client, fake: &mut FakeXenstored, now: u64) {
 }
 
 /// Submits, runs to completion, and returns the reply payload (or error) as owned data.
-fn call(
-    client: &mut Client,
-    fake: &mut FakeXenstored,
-    tx: TxId,
-    req: Request<'_>,
-) -> Result<Vec<u8>, Error> {
+fn call(client: &mut Client, fake: &mut FakeXenstored, tx: TxId, req: Request<'_>) -> Result<Vec<u8>, Error> {
     let id = client.submit(0, TIMEOUT, tx, req).unwrap();
     run(client, fake, 0);
     let reply = client.take_reply(id).expect("request completed");
@@ -301,12 +264,7 @@ fn call(
 }
 
 fn events(client: &mut Client) -> Vec<(Vec<u8>, Vec<u8>)> {
-    std::iter::from_fn(|| {
-        client
-            .pop_event()
-            .map(|e| (e.path.to_vec(), e.token.to_vec()))
-    })
-    .collect()
+    std::iter::from_fn(|| client.pop_event().map(|e| (e.path.to_vec(), e.token.to_vec()))).collect()
 }
 
 fn ev(path: &str, token: &str) -> (Vec<u8>, Vec<u8>) {
@@ -317,119 +275,27 @@ fn ev(path: &str, token: &str) -> (Vec<u8>, Vec<u8>) {
 fn every_operation_round_trips() {
     let (mut c, mut f, _) = setup();
     let none = TxId::NONE;
-    assert_eq!(
-        call(&mut c, &mut f, none, Request::GetDomainPath(DOMID)),
-        Ok(b"/local/domain/5\0".to_vec())
-    );
-    assert_eq!(
-        call(&mut c, &mut f, none, Request::Mkdir("device")),
-        Ok(b"OK\0".to_vec())
-    );
-    assert_eq!(
-        call(&mut c, &mut f, none, Request::Write("device/vif", b"")),
-        Ok(b"OK\0".to_vec())
-    );
-    assert_eq!(
-        call(&mut c, &mut f, none, Request::Write("device/vif/0", b"up")),
-        Ok(b"OK\0".to_vec())
-    );
-    assert_eq!(
-        call(&mut c, &mut f, none, Request::Write("device/vbd", b"")),
-        Ok(b"OK\0".to_vec())
-    );
-    assert_eq!(
-        call(&mut c, &mut f, none, Request::Read("device/vif/0")),
-        Ok(b"up".to_vec())
-    );
+    assert_eq!(call(&mut c, &mut f, none, Request::GetDomainPath(DOMID)), Ok(b"/local/domain/5\0".to_vec()));
+    assert_eq!(call(&mut c, &mut f, none, Request::Mkdir("device")), Ok(b"OK\0".to_vec()));
+    assert_eq!(call(&mut c, &mut f, none, Request::Write("device/vif", b"")), Ok(b"OK\0".to_vec()));
+    assert_eq!(call(&mut c, &mut f, none, Request::Write("device/vif/0", b"up")), Ok(b"OK\0".to_vec()));
+    assert_eq!(call(&mut c, &mut f, none, Request::Write("device/vbd", b"")), Ok(b"OK\0".to_vec()));
+    assert_eq!(call(&mut c, &mut f, none, Request::Read("device/vif/0")), Ok(b"up".to_vec()));
     // Absolute and relative paths name the same node.
-    assert_eq!(
-        call(
-            &mut c,
-            &mut f,
-            none,
-            Request::Read("/local/domain/5/device/vif/0")
-        ),
-        Ok(b"up".to_vec())
-    );
-    assert_eq!(
-        call(&mut c, &mut f, none, Request::Directory("device")),
-        Ok(b"vbd\0vif\0".to_vec())
-    );
-    let perms = [
-        Perm {
-            access: Access::None,
-            domid: DOMID,
-        },
-        Perm {
-            access: Access::Read,
-            domid: 0,
-        },
-    ];
-    assert_eq!(
-        call(
-            &mut c,
-            &mut f,
-            none,
-            Request::SetPerms("device/vif", &perms)
-        ),
-        Ok(b"OK\0".to_vec())
-    );
-    assert_eq!(
-        call(&mut c, &mut f, none, Request::GetPerms("device/vif")),
-        Ok(b"n5\0r0\0".to_vec())
-    );
-    assert_eq!(
-        call(
-            &mut c,
-            &mut f,
-            none,
-            Request::Watch {
-                path: "device",
-                token: "dev"
-            }
-        ),
-        Ok(b"OK\0".to_vec())
-    );
-    assert_eq!(
-        events(&mut c),
-        [ev("device", "dev")],
-        "a watch fires once on registration"
-    );
-    assert_eq!(
-        call(
-            &mut c,
-            &mut f,
-            none,
-            Request::Unwatch {
-                path: "device",
-                token: "dev"
-            }
-        ),
-        Ok(b"OK\0".to_vec())
-    );
-    assert_eq!(
-        call(&mut c, &mut f, none, Request::Rm("device/vbd")),
-        Ok(b"OK\0".to_vec())
-    );
-    assert_eq!(
-        call(&mut c, &mut f, none, Request::Read("device/vbd")),
-        Err(Error::NotFound)
-    );
+    assert_eq!(call(&mut c, &mut f, none, Request::Read("/local/domain/5/device/vif/0")), Ok(b"up".to_vec()));
+    assert_eq!(call(&mut c, &mut f, none, Request::Directory("device")), Ok(b"vbd\0vif\0".to_vec()));
+    let perms = [Perm { access: Access::None, domid: DOMID }, Perm { access: Access::Read, domid: 0 }];
+    assert_eq!(call(&mut c, &mut f, none, Request::SetPerms("device/vif", &perms)), Ok(b"OK\0".to_vec()));
+    assert_eq!(call(&mut c, &mut f, none, Request::GetPerms("device/vif")), Ok(b"n5\0r0\0".to_vec()));
+    assert_eq!(call(&mut c, &mut f, none, Request::Watch { path: "device", token: "dev" }), Ok(b"OK\0".to_vec()));
+    assert_eq!(events(&mut c), [ev("device", "dev")], "a watch fires once on registration");
+    assert_eq!(call(&mut c, &mut f, none, Request::Unwatch { path: "device", token: "dev" }), Ok(b"OK\0".to_vec()));
+    assert_eq!(call(&mut c, &mut f, none, Request::Rm("device/vbd")), Ok(b"OK\0".to_vec()));
+    assert_eq!(call(&mut c, &mut f, none, Request::Read("device/vbd")), Err(Error::NotFound));
     let start = call(&mut c, &mut f, none, Request::TransactionStart).unwrap();
     assert_eq!(start, b"41\0");
-    assert_eq!(
-        call(&mut c, &mut f, TxId(41), Request::Write("x", b"1")),
-        Ok(b"OK\0".to_vec())
-    );
-    assert_eq!(
-        call(
-            &mut c,
-            &mut f,
-            TxId(41),
-            Request::TransactionEnd { commit: true }
-        ),
-        Ok(b"OK\0".to_vec())
-    );
+    assert_eq!(call(&mut c, &mut f, TxId(41), Request::Write("x", b"1")), Ok(b"OK\0".to_vec()));
+    assert_eq!(call(&mut c, &mut f, TxId(41), Request::TransactionEnd { commit: true }), Ok(b"OK\0".to_vec()));
     assert!(events(&mut c).is_empty(), "no watch after unwatch");
     assert_eq!(c.in_flight(), 0);
     assert_eq!(c.state(), ClientState::Running);
@@ -442,20 +308,11 @@ fn typed_reply_helpers() {
     f.store.insert("/local/domain/5/backend".into(), vec![]);
     f.store.insert("/local/domain/5/backend/vif".into(), vec![]);
     f.store.insert("/local/domain/5/backend/vbd".into(), vec![]);
-    f.perms
-        .insert("/local/domain/5/backend".into(), b"b5\0w0\0".to_vec());
-    let dir = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::Directory("backend"))
-        .unwrap();
-    let perms = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::GetPerms("backend"))
-        .unwrap();
-    let tx = c
-        .submit(0, TIMEOUT, TxId(9), Request::TransactionStart)
-        .unwrap();
-    let home = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::GetDomainPath(7))
-        .unwrap();
+    f.perms.insert("/local/domain/5/backend".into(), b"b5\0w0\0".to_vec());
+    let dir = c.submit(0, TIMEOUT, TxId::NONE, Request::Directory("backend")).unwrap();
+    let perms = c.submit(0, TIMEOUT, TxId::NONE, Request::GetPerms("backend")).unwrap();
+    let tx = c.submit(0, TIMEOUT, TxId(9), Request::TransactionStart).unwrap();
+    let home = c.submit(0, TIMEOUT, TxId::NONE, Request::GetDomainPath(7)).unwrap();
     run(&mut c, &mut f, 0);
     let reply = c.take_reply(dir).unwrap().unwrap();
     assert_eq!(reply.msg_type(), MsgType::Directory);
@@ -465,28 +322,10 @@ fn typed_reply_helpers() {
     assert_eq!(reply.copy_to(&mut [0u8; 7]), None);
     let reply = c.take_reply(perms).unwrap().unwrap();
     let perms: Vec<Perm> = reply.perms().collect();
-    assert_eq!(
-        perms,
-        [
-            Perm {
-                access: Access::Both,
-                domid: 5
-            },
-            Perm {
-                access: Access::Write,
-                domid: 0
-            }
-        ]
-    );
+    assert_eq!(perms, [Perm { access: Access::Both, domid: 5 }, Perm { access: Access::Write, domid: 0 }]);
     let reply = c.take_reply(tx).unwrap().unwrap();
-    assert_eq!(
-        (reply.tx_started(), reply.tx()),
-        (Some(TxId(41)), TxId::NONE)
-    );
-    assert_eq!(
-        c.take_reply(home).unwrap().unwrap().domain_path(),
-        Some(&b"/local/domain/7"[..])
-    );
+    assert_eq!((reply.tx_started(), reply.tx()), (Some(TxId(41)), TxId::NONE));
+    assert_eq!(c.take_reply(home).unwrap().unwrap().domain_path(), Some(&b"/local/domain/7"[..]));
     assert!(c.take_reply(home).is_none(), "a result is taken once");
 }
 
@@ -498,40 +337,11 @@ fn messages_split_at_every_ring_offset() {
     for start in starts {
         let (mut c, mut f, _) = setup_at(start);
         f.chunk = 7;
-        assert_eq!(
-            call(
-                &mut c,
-                &mut f,
-                TxId::NONE,
-                Request::Watch {
-                    path: "a",
-                    token: "t"
-                }
-            ),
-            Ok(b"OK\0".to_vec())
-        );
-        assert_eq!(
-            call(&mut c, &mut f, TxId::NONE, Request::Write("a/b", b"value")),
-            Ok(b"OK\0".to_vec())
-        );
-        assert_eq!(
-            call(&mut c, &mut f, TxId::NONE, Request::Read("a/b")),
-            Ok(b"value".to_vec())
-        );
-        assert_eq!(
-            events(&mut c),
-            [ev("a", "t"), ev("a/b", "t")],
-            "start {start}"
-        );
-        assert_eq!(
-            *c.stats(),
-            XsStats {
-                requests: 3,
-                replies: 3,
-                events: 2,
-                ..XsStats::default()
-            }
-        );
+        assert_eq!(call(&mut c, &mut f, TxId::NONE, Request::Watch { path: "a", token: "t" }), Ok(b"OK\0".to_vec()));
+        assert_eq!(call(&mut c, &mut f, TxId::NONE, Request::Write("a/b", b"value")), Ok(b"OK\0".to_vec()));
+        assert_eq!(call(&mut c, &mut f, TxId::NONE, Request::Read("a/b")), Ok(b"value".to_vec()));
+        assert_eq!(events(&mut c), [ev("a", "t"), ev("a/b", "t")], "start {start}");
+        assert_eq!(*c.stats(), XsStats { requests: 3, replies: 3, events: 2, ..XsStats::default() });
     }
 }
 
@@ -539,26 +349,15 @@ fn messages_split_at_every_ring_offset() {
 fn payload_of_4096_bytes_streams_through_the_1k_ring_both_ways() {
     let (mut c, mut f, _) = setup();
     f.chunk = 100; // the peer drains and fills in small pieces
-    let value: Vec<u8> = (0..XENSTORE_PAYLOAD_MAX - 2)
-        .map(|i| (i * 7) as u8)
-        .collect();
-    assert_eq!(
-        call(&mut c, &mut f, TxId::NONE, Request::Write("p", &value)),
-        Ok(b"OK\0".to_vec())
-    );
+    let value: Vec<u8> = (0..XENSTORE_PAYLOAD_MAX - 2).map(|i| (i * 7) as u8).collect();
+    assert_eq!(call(&mut c, &mut f, TxId::NONE, Request::Write("p", &value)), Ok(b"OK\0".to_vec()));
     assert_eq!(f.store["/local/domain/5/p"], value);
     let full: Vec<u8> = (0..XENSTORE_PAYLOAD_MAX).map(|i| (i * 13) as u8).collect();
     f.store.insert("/local/domain/5/big".into(), full.clone());
     f.chunk = 1024;
-    assert_eq!(
-        call(&mut c, &mut f, TxId::NONE, Request::Read("big")),
-        Ok(full)
-    );
+    assert_eq!(call(&mut c, &mut f, TxId::NONE, Request::Read("big")), Ok(full));
     let too_big = vec![0u8; XENSTORE_PAYLOAD_MAX - 1];
-    assert_eq!(
-        c.submit(0, TIMEOUT, TxId::NONE, Request::Write("p", &too_big)),
-        Err(Error::RequestTooLarge)
-    );
+    assert_eq!(c.submit(0, TIMEOUT, TxId::NONE, Request::Write("p", &too_big)), Err(Error::RequestTooLarge));
     assert_eq!(c.in_flight(), 0, "a refused request takes no slot");
 }
 
@@ -566,10 +365,8 @@ fn payload_of_4096_bytes_streams_through_the_1k_ring_both_ways() {
 fn watch_events_interleave_with_out_of_order_replies() {
     let (mut c, mut f, _) = setup();
     f.auto = false;
-    let ids: Vec<ReqId> = ["a", "b", "c"]
-        .iter()
-        .map(|p| c.submit(0, TIMEOUT, TxId::NONE, Request::Read(p)).unwrap())
-        .collect();
+    let ids: Vec<ReqId> =
+        ["a", "b", "c"].iter().map(|p| c.submit(0, TIMEOUT, TxId::NONE, Request::Read(p)).unwrap()).collect();
     run(&mut c, &mut f, 0);
     assert_eq!(f.received.len(), 3);
     f.event("x", "1");
@@ -619,26 +416,15 @@ fn eagain_on_commit_restarts_the_whole_transaction() {
     let mut txn = TxnRetry::new(3, TIMEOUT);
     let (step, began) = run_txn(&mut c, &mut f, &mut txn);
     assert_eq!(step, TxnStep::Committed);
-    assert_eq!(
-        began,
-        [TxId(41), TxId(42)],
-        "the body ran again in a fresh transaction"
-    );
+    assert_eq!(began, [TxId(41), TxId(42)], "the body ran again in a fresh transaction");
     assert_eq!(txn.attempts(), 2);
-    assert_eq!(
-        txn.poll(&mut c, 0),
-        TxnStep::Committed,
-        "final state is sticky"
-    );
+    assert_eq!(txn.poll(&mut c, 0), TxnStep::Committed, "final state is sticky");
     assert_eq!(c.in_flight(), 0);
 
     // Attempts are bounded.
     f.fail_commit.extend(["EAGAIN", "EAGAIN"]);
     let mut txn = TxnRetry::new(2, TIMEOUT);
-    assert_eq!(
-        run_txn(&mut c, &mut f, &mut txn).0,
-        TxnStep::Failed(Error::Again)
-    );
+    assert_eq!(run_txn(&mut c, &mut f, &mut txn).0, TxnStep::Failed(Error::Again));
     assert_eq!(c.in_flight(), 0);
 }
 
@@ -646,26 +432,14 @@ fn eagain_on_commit_restarts_the_whole_transaction() {
 fn commit_eagain_is_visible_to_a_plain_caller() {
     let (mut c, mut f, _) = setup();
     f.fail_commit.push_back("EAGAIN");
-    assert_eq!(
-        call(
-            &mut c,
-            &mut f,
-            TxId(3),
-            Request::TransactionEnd { commit: true }
-        ),
-        Err(Error::Again)
-    );
+    assert_eq!(call(&mut c, &mut f, TxId(3), Request::TransactionEnd { commit: true }), Err(Error::Again));
 }
 
 #[test]
 fn transaction_abort_and_start_failure() {
     let (mut c, mut f, _) = setup();
     let mut txn = TxnRetry::new(3, TIMEOUT);
-    assert_eq!(
-        txn.commit(&mut c, 0),
-        Err(Error::InvalidArgument),
-        "nothing open yet"
-    );
+    assert_eq!(txn.commit(&mut c, 0), Err(Error::InvalidArgument), "nothing open yet");
     assert_eq!(txn.poll(&mut c, 0), TxnStep::Pending);
     run(&mut c, &mut f, 0);
     assert_eq!(txn.poll(&mut c, 0), TxnStep::Begin(TxId(41)));
@@ -685,59 +459,24 @@ fn transaction_abort_and_start_failure() {
 fn quota_errors_are_typed() {
     let (mut c, mut f, _) = setup();
     f.fail_next.extend(["EQUOTA", "ENOSPC", "E2BIG", "EWEIRD"]);
-    let results: Vec<_> = (0..4)
-        .map(|_| {
-            call(
-                &mut c,
-                &mut f,
-                TxId::NONE,
-                Request::Watch {
-                    path: "backend/vif",
-                    token: "t",
-                },
-            )
-        })
-        .collect();
-    assert_eq!(
-        results,
-        [
-            Err(Error::Quota),
-            Err(Error::NoSpace),
-            Err(Error::TooBig),
-            Err(Error::Unknown)
-        ]
-    );
-    assert!(
-        results[..3]
-            .iter()
-            .all(|r| r.as_ref().unwrap_err().is_quota())
-    );
+    let results: Vec<_> =
+        (0..4).map(|_| call(&mut c, &mut f, TxId::NONE, Request::Watch { path: "backend/vif", token: "t" })).collect();
+    assert_eq!(results, [Err(Error::Quota), Err(Error::NoSpace), Err(Error::TooBig), Err(Error::Unknown)]);
+    assert!(results[..3].iter().all(|r| r.as_ref().unwrap_err().is_quota()));
 }
 
 #[test]
 fn seventeenth_request_is_refused_not_queued() {
     let (mut c, mut f, _) = setup();
-    let ids: Vec<ReqId> = (0..MAX_IN_FLIGHT)
-        .map(|_| {
-            c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x"))
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(
-        c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")),
-        Err(Error::TooManyInFlight)
-    );
+    let ids: Vec<ReqId> =
+        (0..MAX_IN_FLIGHT).map(|_| c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")).unwrap()).collect();
+    assert_eq!(c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")), Err(Error::TooManyInFlight));
     assert_eq!(c.stats().refused_busy, 1);
     run(&mut c, &mut f, 0);
     // Completed but not taken still holds the slot; taking frees it.
-    assert_eq!(
-        c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")),
-        Err(Error::TooManyInFlight)
-    );
+    assert_eq!(c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")), Err(Error::TooManyInFlight));
     assert_eq!(c.take_reply(ids[3]), Some(Err(Error::NotFound)));
-    let id = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::Read("x"))
-        .unwrap();
+    let id = c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")).unwrap();
     assert!(ids.iter().all(|&old| old != id), "ids are not reused");
     // Discarding also frees a slot, for fire-and-forget requests.
     assert!(c.discard(ids[4]));
@@ -749,9 +488,7 @@ fn seventeenth_request_is_refused_not_queued() {
 fn timeout_then_late_reply_is_dropped_and_counted() {
     let (mut c, mut f, _) = setup();
     f.auto = false;
-    let id = c
-        .submit(100, 50, TxId::NONE, Request::Read("slow"))
-        .unwrap();
+    let id = c.submit(100, 50, TxId::NONE, Request::Read("slow")).unwrap();
     run(&mut c, &mut f, 100);
     assert!(c.is_pending(id));
     run(&mut c, &mut f, 149);
@@ -766,10 +503,7 @@ fn timeout_then_late_reply_is_dropped_and_counted() {
     run(&mut c, &mut f, 200);
     assert_eq!(c.stats().dropped_late, 1);
     assert_eq!(c.stats().dropped_unknown_id, 0);
-    assert_eq!(
-        call(&mut c, &mut f, TxId::NONE, Request::Write("k", b"v")),
-        Ok(b"OK\0".to_vec())
-    );
+    assert_eq!(call(&mut c, &mut f, TxId::NONE, Request::Write("k", b"v")), Ok(b"OK\0".to_vec()));
     assert_eq!(c.state(), ClientState::Running);
 }
 
@@ -778,9 +512,7 @@ fn timeout_mid_write_keeps_the_stream_whole() {
     let (mut c, mut f, _) = setup();
     f.chunk = 0; // xenstored is not consuming
     let value = vec![b'x'; 3000];
-    let id = c
-        .submit(0, 10, TxId::NONE, Request::Write("w", &value))
-        .unwrap();
+    let id = c.submit(0, 10, TxId::NONE, Request::Write("w", &value)).unwrap();
     run(&mut c, &mut f, 0);
     run(&mut c, &mut f, 10);
     assert_eq!(c.take_reply(id), Some(Err(Error::Timeout)));
@@ -789,14 +521,8 @@ fn timeout_mid_write_keeps_the_stream_whole() {
     run(&mut c, &mut f, 20);
     assert_eq!(c.in_flight(), 0);
     assert_eq!(c.stats().dropped_late, 1, "its reply came and was dropped");
-    assert_eq!(
-        f.store["/local/domain/5/w"], value,
-        "the request arrived whole"
-    );
-    assert_eq!(
-        call(&mut c, &mut f, TxId::NONE, Request::Read("w")),
-        Ok(value)
-    );
+    assert_eq!(f.store["/local/domain/5/w"], value, "the request arrived whole");
+    assert_eq!(call(&mut c, &mut f, TxId::NONE, Request::Read("w")), Ok(value));
 }
 
 #[test]
@@ -814,14 +540,8 @@ fn stalled_reply_body_times_out() {
     // The rest arrives: skipped in step; the next message is read correctly.
     f.outbox.extend([b'a'; 90]);
     f.auto = true;
-    assert_eq!(
-        call(&mut c, &mut f, TxId::NONE, Request::Write("k", b"v")),
-        Ok(b"OK\0".to_vec())
-    );
-    assert_eq!(
-        page.read_u32(offsets::RSP_CONS),
-        page.read_u32(offsets::RSP_PROD)
-    );
+    assert_eq!(call(&mut c, &mut f, TxId::NONE, Request::Write("k", b"v")), Ok(b"OK\0".to_vec()));
+    assert_eq!(page.read_u32(offsets::RSP_CONS), page.read_u32(offsets::RSP_PROD));
 }
 
 #[test]
@@ -851,33 +571,22 @@ fn event_queue_overflow_sets_sticky_lost_flag() {
 fn garbage_length_5000_breaks_the_client() {
     let (mut c, mut f, _) = setup();
     f.auto = false;
-    let id = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::Read("x"))
-        .unwrap();
+    let id = c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")).unwrap();
     run(&mut c, &mut f, 0);
     f.send_raw(MsgType::Read.raw(), id.raw(), 0, 5000, b"");
     run(&mut c, &mut f, 0);
     assert_eq!(c.state(), ClientState::Broken(Fault::PayloadTooLong(5000)));
     assert_eq!(c.take_reply(id), Some(Err(Error::Broken)));
-    assert_eq!(
-        c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")),
-        Err(Error::Broken)
-    );
+    assert_eq!(c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")), Err(Error::Broken));
     assert_eq!(c.stats().protocol_errors, 1);
-    assert_eq!(
-        c.poll(0),
-        PollOutcome::default(),
-        "a broken client leaves the ring alone"
-    );
+    assert_eq!(c.poll(0), PollOutcome::default(), "a broken client leaves the ring alone");
 }
 
 #[test]
 fn unknown_type_99_is_skipped() {
     let (mut c, mut f, _) = setup();
     f.auto = false;
-    let id = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::Read("x"))
-        .unwrap();
+    let id = c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")).unwrap();
     run(&mut c, &mut f, 0);
     f.send_raw(99, id.raw(), 0, 10, b"0123456789");
     f.send(MsgType::Read, id.raw(), 0, b"real");
@@ -893,10 +602,7 @@ fn unknown_req_id_is_skipped() {
     f.send(MsgType::Write, 0, 0, b"OK\0");
     run(&mut c, &mut f, 0);
     assert_eq!(c.stats().dropped_unknown_id, 2);
-    assert_eq!(
-        call(&mut c, &mut f, TxId::NONE, Request::Mkdir("d")),
-        Ok(b"OK\0".to_vec())
-    );
+    assert_eq!(call(&mut c, &mut f, TxId::NONE, Request::Mkdir("d")), Ok(b"OK\0".to_vec()));
     // A duplicate reply to a finished request is unknown too.
     f.send(MsgType::Mkdir, c.stats().requests as u32, 0, b"OK\0");
     run(&mut c, &mut f, 0);
@@ -908,15 +614,9 @@ fn unknown_req_id_is_skipped() {
 fn reply_malformed_for_its_request_fails_only_that_request() {
     let (mut c, mut f, _) = setup();
     f.auto = false;
-    let w = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::Write("a", b"1"))
-        .unwrap();
-    let t = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::TransactionStart)
-        .unwrap();
-    let r = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::Read("a"))
-        .unwrap();
+    let w = c.submit(0, TIMEOUT, TxId::NONE, Request::Write("a", b"1")).unwrap();
+    let t = c.submit(0, TIMEOUT, TxId::NONE, Request::TransactionStart).unwrap();
+    let r = c.submit(0, TIMEOUT, TxId::NONE, Request::Read("a")).unwrap();
     run(&mut c, &mut f, 0);
     f.send(MsgType::Write, w.raw(), 0, b"KO\0");
     f.send(MsgType::TransactionStart, t.raw(), 0, b"zero\0");
@@ -933,16 +633,13 @@ fn reply_malformed_for_its_request_fails_only_that_request() {
 fn reply_before_request_fully_written_is_refused() {
     let (mut c, mut f, _) = setup();
     f.chunk = 0;
-    let id = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::Write("w", &[b'x'; 2000]))
-        .unwrap();
+    let id = c.submit(0, TIMEOUT, TxId::NONE, Request::Write("w", &[b'x'; 2000])).unwrap();
     run(&mut c, &mut f, 0);
     f.send(MsgType::Write, id.raw(), 0, b"OK\0");
     f.chunk = 0;
     // Deliver the forged reply without consuming the request ring.
     for b in f.outbox.drain(..).collect::<Vec<_>>() {
-        f.page
-            .write_u8(offsets::RSP + (f.rsp_prod & 1023) as usize, b);
+        f.page.write_u8(offsets::RSP + (f.rsp_prod & 1023) as usize, b);
         f.rsp_prod = f.rsp_prod.wrapping_add(1);
     }
     f.page.write_u32(offsets::RSP_PROD, f.rsp_prod);
@@ -958,16 +655,11 @@ fn reply_before_request_fully_written_is_refused() {
 fn rsp_prod_jumping_by_2000_breaks_the_client() {
     let (mut c, mut f, page) = setup();
     f.auto = false;
-    let id = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::Read("x"))
-        .unwrap();
+    let id = c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")).unwrap();
     run(&mut c, &mut f, 0);
     page.write_u32(offsets::RSP_PROD, f.rsp_prod.wrapping_add(2000));
     let _ = c.poll(0);
-    assert!(matches!(
-        c.state(),
-        ClientState::Broken(Fault::Ring(RingFault::RspProdJump { .. }))
-    ));
+    assert!(matches!(c.state(), ClientState::Broken(Fault::Ring(RingFault::RspProdJump { .. }))));
     assert_eq!(c.take_reply(id), Some(Err(Error::Broken)));
 }
 
@@ -976,20 +668,12 @@ fn req_cons_moving_backwards_or_past_prod_breaks_the_client() {
     for delta in [-10i64, 10] {
         let (mut c, mut f, page) = setup();
         f.auto = false;
-        let id = c
-            .submit(0, TIMEOUT, TxId::NONE, Request::Read("abc"))
-            .unwrap();
+        let id = c.submit(0, TIMEOUT, TxId::NONE, Request::Read("abc")).unwrap();
         run(&mut c, &mut f, 0);
-        page.write_u32(
-            offsets::REQ_CONS,
-            f.req_cons.wrapping_add_signed(delta as i32),
-        );
+        page.write_u32(offsets::REQ_CONS, f.req_cons.wrapping_add_signed(delta as i32));
         let _ = c.poll(0);
         assert!(
-            matches!(
-                c.state(),
-                ClientState::Broken(Fault::Ring(RingFault::ReqConsOutOfRange { .. }))
-            ),
+            matches!(c.state(), ClientState::Broken(Fault::Ring(RingFault::ReqConsOutOfRange { .. }))),
             "delta {delta}"
         );
         assert_eq!(c.take_reply(id), Some(Err(Error::Broken)));
@@ -1000,8 +684,7 @@ fn req_cons_moving_backwards_or_past_prod_breaks_the_client() {
 fn poll_notifies_only_when_an_index_moved() {
     let (mut c, mut f, _) = setup();
     assert!(!c.poll(0).notify_peer);
-    c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x"))
-        .unwrap();
+    c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")).unwrap();
     assert!(c.poll(0).notify_peer, "req_prod published");
     assert!(!c.poll(0).notify_peer);
     f.pump();
@@ -1014,21 +697,12 @@ fn poll_notifies_only_when_an_index_moved() {
 fn detached_and_reattached() {
     let mut c = Box::new(Client::new());
     assert_eq!(c.state(), ClientState::Detached);
-    assert_eq!(
-        c.submit(0, 1, TxId::NONE, Request::Read("x")),
-        Err(Error::NotAttached)
-    );
+    assert_eq!(c.submit(0, 1, TxId::NONE, Request::Read("x")), Err(Error::NotAttached));
     assert_eq!(c.poll(0), PollOutcome::default());
     let (mut c, _f, page) = setup();
-    let id = c
-        .submit(0, TIMEOUT, TxId::NONE, Request::Read("x"))
-        .unwrap();
+    let id = c.submit(0, TIMEOUT, TxId::NONE, Request::Read("x")).unwrap();
     c.attach(page);
-    assert_eq!(
-        c.take_reply(id),
-        Some(Err(Error::Broken)),
-        "old requests end, not hang"
-    );
+    assert_eq!(c.take_reply(id), Some(Err(Error::Broken)), "old requests end, not hang");
     assert_eq!(c.state(), ClientState::Running);
 }
 
@@ -1059,16 +733,10 @@ fn random_garbage_never_panics_or_hangs() {
                 // A header with random fields; whatever follows becomes its payload.
                 2..=5 => {
                     let (t, len) = (rng.next() % 30, rng.next() % 4500);
-                    let id = if rng.next().is_multiple_of(2) {
-                        rng.next() % 40
-                    } else {
-                        rng.next()
-                    };
+                    let id = if rng.next().is_multiple_of(2) { rng.next() % 40 } else { rng.next() };
                     f.send_raw(t as u32, id as u32, 0, len as u32, &[]);
                 }
-                6..=9 => f
-                    .outbox
-                    .extend((0..rng.next() % 300).map(|_| rng.next() as u8)),
+                6..=9 => f.outbox.extend((0..rng.next() % 300).map(|_| rng.next() as u8)),
                 _ => {}
             }
             for _ in 0..4 {
@@ -1088,9 +756,6 @@ fn random_garbage_never_panics_or_hangs() {
     }
     // The garbage reached both the fatal and the skip-and-count paths.
     assert!(broken > 0 && broken < 299, "{broken} broken");
-    assert!(
-        total.dropped_unknown_type > 0 && total.dropped_unknown_id > 0,
-        "{total:?}"
-    );
+    assert!(total.dropped_unknown_type > 0 && total.dropped_unknown_id > 0, "{total:?}");
     assert!(total.timeouts > 0, "{total:?}");
 }

@@ -71,12 +71,7 @@ pub struct TxnRetry {
 impl TxnRetry {
     /// A transaction not yet started; its START and END requests get `timeout_ns` each.
     pub const fn new(max_attempts: u8, timeout_ns: u64) -> TxnRetry {
-        TxnRetry {
-            state: State::Idle,
-            attempts: 0,
-            max_attempts,
-            timeout_ns,
-        }
+        TxnRetry { state: State::Idle, attempts: 0, max_attempts, timeout_ns }
     }
 
     /// Attempts started so far.
@@ -98,9 +93,7 @@ impl TxnRetry {
             State::Idle => self.start(client, now_ns),
             State::Starting(id) => {
                 // Copy out what we need so the reply's borrow of `client` ends here.
-                let reply = client
-                    .take_reply(id)
-                    .map(|r| r.map(|reply| reply.tx_started()));
+                let reply = client.take_reply(id).map(|r| r.map(|reply| reply.tx_started()));
                 match reply {
                     None if client.is_pending(id) => TxnStep::Pending,
                     None => self.finish(TxnStep::Failed(Error::Broken)),
@@ -145,23 +138,13 @@ impl TxnRetry {
         let State::Open(tx) = self.state else {
             return Err(Error::InvalidArgument);
         };
-        let id = client.submit(
-            now_ns,
-            self.timeout_ns,
-            tx,
-            Request::TransactionEnd { commit },
-        )?;
+        let id = client.submit(now_ns, self.timeout_ns, tx, Request::TransactionEnd { commit })?;
         self.state = State::Ending { id, commit };
         Ok(())
     }
 
     fn start(&mut self, client: &mut Client, now_ns: u64) -> TxnStep {
-        match client.submit(
-            now_ns,
-            self.timeout_ns,
-            TxId::NONE,
-            Request::TransactionStart,
-        ) {
+        match client.submit(now_ns, self.timeout_ns, TxId::NONE, Request::TransactionStart) {
             Ok(id) => {
                 self.attempts = self.attempts.saturating_add(1);
                 self.state = State::Starting(id);

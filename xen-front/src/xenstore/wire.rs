@@ -179,14 +179,8 @@ pub enum HeaderFault {
 impl AllegedHeader {
     /// Splits 16 little-endian bytes into the four fields.
     pub fn parse(bytes: &[u8; HEADER_LEN]) -> AllegedHeader {
-        let field =
-            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-        AllegedHeader {
-            raw_type: field(0),
-            req_id: field(4),
-            tx_id: field(8),
-            len: field(12),
-        }
+        let field = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        AllegedHeader { raw_type: field(0), req_id: field(4), tx_id: field(8), len: field(12) }
     }
 
     /// Checks the length first (a bad length breaks framing), then the type.
@@ -194,16 +188,9 @@ impl AllegedHeader {
         if self.len as usize > XENSTORE_PAYLOAD_MAX {
             return Err(HeaderFault::PayloadTooLong(self.len));
         }
-        let msg_type = MsgType::from_raw(self.raw_type).ok_or(HeaderFault::UnknownType {
-            raw_type: self.raw_type,
-            len: self.len,
-        })?;
-        Ok(Header {
-            msg_type,
-            req_id: self.req_id,
-            tx_id: self.tx_id,
-            len: self.len,
-        })
+        let msg_type = MsgType::from_raw(self.raw_type)
+            .ok_or(HeaderFault::UnknownType { raw_type: self.raw_type, len: self.len })?;
+        Ok(Header { msg_type, req_id: self.req_id, tx_id: self.tx_id, len: self.len })
     }
 }
 
@@ -242,10 +229,7 @@ impl Perm {
             _ => return None,
         };
         let domid = parse_decimal(digits)?;
-        Some(Perm {
-            access,
-            domid: u16::try_from(domid).ok()?,
-        })
+        Some(Perm { access, domid: u16::try_from(domid).ok()? })
     }
 
     fn letter(self) -> u8 {
@@ -325,23 +309,13 @@ impl Request<'_> {
     ///
     /// Errors: [`Error::InvalidArgument`] for an empty or NUL-containing path or token, or an
     /// END without a transaction; [`Error::RequestTooLarge`] past [`XENSTORE_PAYLOAD_MAX`].
-    pub fn encode(
-        &self,
-        req_id: u32,
-        tx: TxId,
-        out: &mut [u8; MESSAGE_MAX],
-    ) -> Result<usize, Error> {
-        let mut w = PayloadWriter {
-            buf: out,
-            len: HEADER_LEN,
-        };
+    pub fn encode(&self, req_id: u32, tx: TxId, out: &mut [u8; MESSAGE_MAX]) -> Result<usize, Error> {
+        let mut w = PayloadWriter { buf: out, len: HEADER_LEN };
         let mut tx_id = tx.0;
         match *self {
-            Request::Read(p)
-            | Request::Directory(p)
-            | Request::Rm(p)
-            | Request::Mkdir(p)
-            | Request::GetPerms(p) => w.name(p)?,
+            Request::Read(p) | Request::Directory(p) | Request::Rm(p) | Request::Mkdir(p) | Request::GetPerms(p) => {
+                w.name(p)?
+            }
             Request::Write(p, value) => {
                 w.name(p)?;
                 w.bytes(value)?; // the value carries no NUL
@@ -374,12 +348,7 @@ impl Request<'_> {
             }
         }
         let len = w.len;
-        let header = Header {
-            msg_type: self.msg_type(),
-            req_id,
-            tx_id,
-            len: (len - HEADER_LEN) as u32,
-        };
+        let header = Header { msg_type: self.msg_type(), req_id, tx_id, len: (len - HEADER_LEN) as u32 };
         out[..HEADER_LEN].copy_from_slice(&header.encode());
         Ok(len)
     }
@@ -393,11 +362,7 @@ struct PayloadWriter<'a> {
 
 impl PayloadWriter<'_> {
     fn bytes(&mut self, b: &[u8]) -> Result<(), Error> {
-        let end = self
-            .len
-            .checked_add(b.len())
-            .filter(|&e| e <= MESSAGE_MAX)
-            .ok_or(Error::RequestTooLarge)?;
+        let end = self.len.checked_add(b.len()).filter(|&e| e <= MESSAGE_MAX).ok_or(Error::RequestTooLarge)?;
         self.buf[self.len..end].copy_from_slice(b);
         self.len = end;
         Ok(())
@@ -457,11 +422,7 @@ pub fn reply_fits(request: MsgType, reply: MsgType, payload: &[u8]) -> bool {
     match request {
         MsgType::Read => true, // any bytes, no NUL terminator
         MsgType::Directory => is_nul_list(payload),
-        MsgType::GetPerms => {
-            !payload.is_empty()
-                && is_nul_list(payload)
-                && PermIter::new(payload).all(|p| p.is_some())
-        }
+        MsgType::GetPerms => !payload.is_empty() && is_nul_list(payload) && PermIter::new(payload).all(|p| p.is_some()),
         MsgType::TransactionStart => parse_tx_start(payload).is_some(),
         MsgType::GetDomainPath => strip_nul(payload).is_some_and(|p| !p.contains(&0)),
         MsgType::Write
@@ -517,11 +478,7 @@ impl<'a> Iterator for DirEntries<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let end = self
-            .rest
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.rest.len());
+        let end = self.rest.iter().position(|&b| b == 0).unwrap_or(self.rest.len());
         let name = &self.rest[..end];
         self.rest = self.rest.get(end + 1..).unwrap_or(&[]);
         Some(name)
@@ -537,9 +494,7 @@ pub struct PermIter<'a> {
 impl<'a> PermIter<'a> {
     /// Entries of a permissions reply payload.
     pub fn new(payload: &'a [u8]) -> Self {
-        PermIter {
-            names: DirEntries::new(payload),
-        }
+        PermIter { names: DirEntries::new(payload) }
     }
 }
 
@@ -562,19 +517,12 @@ mod tests {
     }
 
     fn header(bytes: &[u8]) -> Header {
-        AllegedHeader::parse(bytes[..16].try_into().unwrap())
-            .validate()
-            .unwrap()
+        AllegedHeader::parse(bytes[..16].try_into().unwrap()).validate().unwrap()
     }
 
     #[test]
     fn header_bytes_are_little_endian() {
-        let h = Header {
-            msg_type: MsgType::Write,
-            req_id: 0x0102_0304,
-            tx_id: 5,
-            len: 6,
-        };
+        let h = Header { msg_type: MsgType::Write, req_id: 0x0102_0304, tx_id: 5, len: 6 };
         let b = h.encode();
         assert_eq!(b, [11, 0, 0, 0, 4, 3, 2, 1, 5, 0, 0, 0, 6, 0, 0, 0]);
         assert_eq!(AllegedHeader::parse(&b).validate(), Ok(h));
@@ -582,21 +530,10 @@ mod tests {
 
     #[test]
     fn header_validation_checks_length_before_type() {
-        let mut a = AllegedHeader {
-            raw_type: 99,
-            req_id: 1,
-            tx_id: 0,
-            len: 5000,
-        };
+        let mut a = AllegedHeader { raw_type: 99, req_id: 1, tx_id: 0, len: 5000 };
         assert_eq!(a.validate(), Err(HeaderFault::PayloadTooLong(5000)));
         a.len = 3;
-        assert_eq!(
-            a.validate(),
-            Err(HeaderFault::UnknownType {
-                raw_type: 99,
-                len: 3
-            })
-        );
+        assert_eq!(a.validate(), Err(HeaderFault::UnknownType { raw_type: 99, len: 3 }));
         a.raw_type = 20; // XS_RESTRICT was removed
         assert!(a.validate().is_err());
         for raw in (0..=26).filter(|&r| r != 20) {
@@ -607,76 +544,28 @@ mod tests {
     #[test]
     fn requests_encode_byte_exact() {
         let w = encode(Request::Write("a/b", b"xy"), 3).unwrap();
-        assert_eq!(
-            header(&w),
-            Header {
-                msg_type: MsgType::Write,
-                req_id: 7,
-                tx_id: 3,
-                len: 6
-            }
-        );
+        assert_eq!(header(&w), Header { msg_type: MsgType::Write, req_id: 7, tx_id: 3, len: 6 });
         assert_eq!(&w[16..], b"a/b\0xy");
-        let perms = [
-            Perm {
-                access: Access::None,
-                domid: 0,
-            },
-            Perm {
-                access: Access::Read,
-                domid: 12,
-            },
-        ];
-        assert_eq!(
-            &encode(Request::SetPerms("p", &perms), 0).unwrap()[16..],
-            b"p\0n0\0r12\0"
-        );
-        assert_eq!(
-            &encode(
-                Request::Watch {
-                    path: "p",
-                    token: "t"
-                },
-                0
-            )
-            .unwrap()[16..],
-            b"p\0t\0"
-        );
+        let perms = [Perm { access: Access::None, domid: 0 }, Perm { access: Access::Read, domid: 12 }];
+        assert_eq!(&encode(Request::SetPerms("p", &perms), 0).unwrap()[16..], b"p\0n0\0r12\0");
+        assert_eq!(&encode(Request::Watch { path: "p", token: "t" }, 0).unwrap()[16..], b"p\0t\0");
         let start = encode(Request::TransactionStart, 9).unwrap();
         assert_eq!((header(&start).tx_id, &start[16..]), (0, &b"\0"[..]));
-        assert_eq!(
-            &encode(Request::TransactionEnd { commit: false }, 9).unwrap()[16..],
-            b"F\0"
-        );
+        assert_eq!(&encode(Request::TransactionEnd { commit: false }, 9).unwrap()[16..], b"F\0");
         assert_eq!(&encode(Request::GetDomainPath(0), 0).unwrap()[16..], b"0\0");
-        assert_eq!(
-            &encode(Request::GetDomainPath(65535), 0).unwrap()[16..],
-            b"65535\0"
-        );
+        assert_eq!(&encode(Request::GetDomainPath(65535), 0).unwrap()[16..], b"65535\0");
         assert_eq!(&encode(Request::Read("/x"), 0).unwrap()[16..], b"/x\0");
     }
 
     #[test]
     fn bad_requests_are_refused() {
         assert_eq!(encode(Request::Read(""), 0), Err(Error::InvalidArgument));
-        assert_eq!(
-            encode(Request::Read("a\0b"), 0),
-            Err(Error::InvalidArgument)
-        );
-        assert_eq!(
-            encode(Request::TransactionEnd { commit: true }, 0),
-            Err(Error::InvalidArgument)
-        );
+        assert_eq!(encode(Request::Read("a\0b"), 0), Err(Error::InvalidArgument));
+        assert_eq!(encode(Request::TransactionEnd { commit: true }, 0), Err(Error::InvalidArgument));
         let big = [b'v'; XENSTORE_PAYLOAD_MAX - 2];
-        assert_eq!(
-            encode(Request::Write("p", &big), 0).unwrap().len(),
-            MESSAGE_MAX
-        );
+        assert_eq!(encode(Request::Write("p", &big), 0).unwrap().len(), MESSAGE_MAX);
         let bigger = [b'v'; XENSTORE_PAYLOAD_MAX - 1];
-        assert_eq!(
-            encode(Request::Write("p", &bigger), 0),
-            Err(Error::RequestTooLarge)
-        );
+        assert_eq!(encode(Request::Write("p", &bigger), 0), Err(Error::RequestTooLarge));
     }
 
     #[test]
@@ -695,34 +584,16 @@ mod tests {
         assert!(reply_fits(TransactionStart, TransactionStart, b"42\0"));
         assert!(!reply_fits(TransactionStart, TransactionStart, b"0\0"));
         assert!(!reply_fits(TransactionStart, TransactionStart, b"4x\0"));
-        assert!(!reply_fits(
-            TransactionStart,
-            TransactionStart,
-            b"99999999999\0"
-        ));
-        assert!(reply_fits(
-            GetDomainPath,
-            GetDomainPath,
-            b"/local/domain/3\0"
-        ));
-        assert!(!reply_fits(
-            GetDomainPath,
-            GetDomainPath,
-            b"/local/domain/3"
-        ));
+        assert!(!reply_fits(TransactionStart, TransactionStart, b"99999999999\0"));
+        assert!(reply_fits(GetDomainPath, GetDomainPath, b"/local/domain/3\0"));
+        assert!(!reply_fits(GetDomainPath, GetDomainPath, b"/local/domain/3"));
     }
 
     #[test]
     fn payload_parsers() {
         assert_eq!(parse_tx_start(b"42\0"), Some(TxId(42)));
-        assert_eq!(
-            parse_domain_path(b"/local/domain/3\0"),
-            Some(&b"/local/domain/3"[..])
-        );
-        assert_eq!(
-            parse_watch_event(b"a/b\0tok\0"),
-            Some((&b"a/b"[..], &b"tok"[..]))
-        );
+        assert_eq!(parse_domain_path(b"/local/domain/3\0"), Some(&b"/local/domain/3"[..]));
+        assert_eq!(parse_watch_event(b"a/b\0tok\0"), Some((&b"a/b"[..], &b"tok"[..])));
         assert_eq!(parse_watch_event(b"a/b\0\0"), Some((&b"a/b"[..], &b""[..])));
         assert_eq!(parse_watch_event(b"a/b\0tok"), None);
         assert_eq!(parse_watch_event(b"a/b"), None);
@@ -733,16 +604,7 @@ mod tests {
         let perms: Vec<_> = PermIter::new(b"b0\0w7\0").collect();
         assert_eq!(
             perms,
-            [
-                Some(Perm {
-                    access: Access::Both,
-                    domid: 0
-                }),
-                Some(Perm {
-                    access: Access::Write,
-                    domid: 7
-                })
-            ]
+            [Some(Perm { access: Access::Both, domid: 0 }), Some(Perm { access: Access::Write, domid: 7 })]
         );
     }
 }
