@@ -38,6 +38,7 @@ for t in $targets; do
   fi
   execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}')
   summary="$summary$t: ${execs:-?} executions in ${secs}s"$'\n'
+  echo "$t: ${execs:-?} executions in ${secs}s" 
   rm -f "$log"
 done
 printf '%s' "$summary"

@@ -129,6 +129,16 @@ pub fn rewrite_ipv4(packet: &mut [u8], rw: &Rewrite, csum_blank: bool) -> Result
         if l4.udp && !partial {
             c = checksum::udp_final(c);
         }
+        if !l4.pseudo && c == 0 {
+            // RFC 1624 eqn. 3 cannot tell the two one's-complement zeros apart: it gives 0
+            // where the data sum is +0 (all-zero data) and the only valid checksum is
+            // 0xffff. That needs an ICMP message whose other bytes are all zero (TCP/UDP
+            // have the pseudo-header, IPv4 headers the version): check, it is rare.
+            let icmp_len = payload_len;
+            if seg[..icmp_len].iter().enumerate().all(|(i, &b)| b == 0 || i == l4.csum_at || i == l4.csum_at + 1) {
+                c = 0xffff;
+            }
+        }
         write_u16(seg, l4.csum_at, c);
     }
     Ok(())
@@ -286,6 +296,19 @@ mod test {
         rewrite_ipv4(&mut p, &NAT, false).unwrap();
         assert!(ipv4_checksums_valid(&p));
         assert_eq!(read_u16(&p, 24), 61000);
+    }
+
+    #[test]
+    fn icmp_all_zero_gets_ffff() {
+        // Found by the nat_rewrite fuzz target: an echo reply whose bytes are all zero once
+        // the identifier is rewritten to 0 needs checksum 0xffff, not 0.
+        let mut e = [0u8; 9];
+        icmpv4::Repr::EchoReply { ident: 0x1234, seq_no: 0, data: &[0] }.emit(&mut e).unwrap();
+        let mut p = ip_packet(IpProtocol::Icmp, &e);
+        let rw = Rewrite { src_port: Some(0), ..Rewrite::default() };
+        rewrite_ipv4(&mut p, &rw, false).unwrap();
+        assert_eq!(read_u16(&p, 22), 0xffff);
+        assert!(ipv4_checksums_valid(&p));
     }
 
     #[test]

@@ -35,7 +35,14 @@ pub fn ipv4(data: &[u8]) {
         transport(p.next_header(), p.src_addr().into(), p.dst_addr().into(), p.payload(), !p.is_non_first_fragment());
         black_box(builder::may_send_icmpv4_error(data, EthernetAddress([2, 0, 0, 0, 0, 1])));
         let mut buf = [0u8; 1600];
-        let _ = builder::icmpv4_error(&mut buf, EthernetAddress::ZERO, EthernetAddress::ZERO, p.dst_addr(), builder::Icmpv4Error::AdminProhibited, data);
+        let _ = builder::icmpv4_error(
+            &mut buf,
+            EthernetAddress::ZERO,
+            EthernetAddress::ZERO,
+            p.dst_addr(),
+            builder::Icmpv4Error::AdminProhibited,
+            data,
+        );
         let _ = builder::icmpv4_echo_reply(&mut buf, EthernetAddress::ZERO, EthernetAddress::ZERO, data);
     }
     if let Ok(q) = ipv4::Packet::new_quoted(data) {
@@ -57,7 +64,14 @@ pub fn ipv6(data: &[u8]) {
             black_box(builder::may_send_icmpv6_error(data, EthernetAddress([2, 0, 0, 0, 0, 1]), kind));
         }
         let mut buf = [0u8; 1400];
-        let _ = builder::icmpv6_error(&mut buf, EthernetAddress::ZERO, EthernetAddress::ZERO, p.dst_addr(), builder::Icmpv6Error::TimeExceeded(0), data);
+        let _ = builder::icmpv6_error(
+            &mut buf,
+            EthernetAddress::ZERO,
+            EthernetAddress::ZERO,
+            p.dst_addr(),
+            builder::Icmpv6Error::TimeExceeded(0),
+            data,
+        );
         let _ = builder::icmpv6_echo_reply(&mut buf, EthernetAddress::ZERO, EthernetAddress::ZERO, data);
     }
     if let Ok(q) = ipv6::Packet::new_quoted(data) {
@@ -194,7 +208,9 @@ pub fn nat_rewrite(input: &[u8]) {
     let mut l4_len = l4.len();
     if !frag {
         match proto {
-            IpProtocol::Tcp if l4.len() >= 20 => tcp::Packet::new_unchecked(&mut *l4).fill_checksum(src.into(), dst.into()),
+            IpProtocol::Tcp if l4.len() >= 20 => {
+                tcp::Packet::new_unchecked(&mut *l4).fill_checksum(src.into(), dst.into())
+            }
             IpProtocol::Udp if udp_ok => {
                 l4_len = usize::from(udp::Packet::new_unchecked(&*l4).len());
                 // Keep "no checksum" when the input says so.
