@@ -144,6 +144,95 @@ pub fn rewrite_ipv4(packet: &mut [u8], rw: &Rewrite, csum_blank: bool) -> Result
     Ok(())
 }
 
+/// Apply `rw` to the original packet *quoted* inside the ICMPv4 error carried by the IPv4
+/// packet `packet` (the reverse translation NAT owes an error about a translated flow): the
+/// quoted addresses (with the quoted header checksum, updated incrementally), the quoted
+/// ports or echo identifier, and the quoted UDP/TCP checksum when it lies within the quote.
+/// The ICMP checksum is then recomputed in full (an error is small). The outer header is not
+/// touched: rewrite it with [`rewrite_ipv4`] (address only). All checks happen first, so
+/// on `Err` the packet is unchanged. `Err` if `packet` is not an unfragmented ICMPv4 error
+/// with a whole quoted header, or ports are asked for and the quote has none.
+pub fn rewrite_icmpv4_error_quote(packet: &mut [u8], rw: &Rewrite) -> Result<()> {
+    let ip = ipv4::Packet::new_checked(&*packet)?;
+    if ip.next_header() != IpProtocol::Icmp || ip.is_fragment() {
+        return Err(Error);
+    }
+    let (ihl, total) = (ip.header_len(), usize::from(ip.total_len()));
+    let icmp = icmpv4::Packet::new_checked(ip.payload())?;
+    let q = icmp.quoted_packet()?;
+    let (qihl, qsrc, qdst, qproto) = (q.header_len(), q.src_addr(), q.dst_addr(), q.next_header());
+    let l4_len = icmp.data().len() - qihl;
+    let ports_ok = !q.is_non_first_fragment()
+        && match qproto {
+            IpProtocol::Tcp | IpProtocol::Udp => l4_len >= 4,
+            IpProtocol::Icmp => {
+                l4_len >= icmpv4::HEADER_LEN
+                    && matches!(
+                        icmpv4::Message::from(q.payload()[0]),
+                        icmpv4::Message::EchoRequest | icmpv4::Message::EchoReply
+                    )
+            }
+            _ => false,
+        };
+    if (rw.src_port.is_some() || rw.dst_port.is_some()) && !ports_ok {
+        return Err(Error);
+    }
+    let icmp_bytes = &mut packet[ihl..total];
+    let quote = &mut icmp_bytes[icmpv4::HEADER_LEN..];
+    // Quoted IP header.
+    let mut qp = ipv4::Packet::new_unchecked(&mut *quote);
+    let mut c = qp.checksum();
+    if let Some(a) = rw.src_addr {
+        c = checksum::update_v4_addr(c, qsrc, a);
+        qp.set_src_addr(a);
+    }
+    if let Some(a) = rw.dst_addr {
+        c = checksum::update_v4_addr(c, qdst, a);
+        qp.set_dst_addr(a);
+    }
+    qp.set_checksum(c);
+    // Quoted L4: ports, and its checksum if quoted.
+    let l4 = &mut quote[qihl..];
+    let csum_at = match qproto {
+        IpProtocol::Tcp if l4.len() >= 18 => Some(16),
+        IpProtocol::Udp if l4.len() >= 8 && read_u16(l4, 6) != 0 => Some(6),
+        IpProtocol::Icmp if ports_ok => Some(2),
+        _ => None,
+    };
+    let mut c = csum_at.map(|at| read_u16(l4, at));
+    if qproto != IpProtocol::Icmp {
+        for (o, n) in [(qsrc, rw.src_addr), (qdst, rw.dst_addr)] {
+            if let (Some(n), Some(cc)) = (n, c.as_mut()) {
+                *cc = checksum::update_v4_addr(*cc, o, n);
+            }
+        }
+    }
+    if ports_ok {
+        let changes = if qproto == IpProtocol::Icmp {
+            [(4, rw.src_port.or(rw.dst_port)), (4, None)]
+        } else {
+            [(0, rw.src_port), (2, rw.dst_port)]
+        };
+        for (at, p) in changes {
+            if let Some(p) = p {
+                if let Some(cc) = c.as_mut() {
+                    *cc = checksum::update16(*cc, read_u16(l4, at), p);
+                }
+                write_u16(l4, at, p);
+            }
+        }
+    }
+    if let (Some(at), Some(mut cc)) = (csum_at, c) {
+        if qproto == IpProtocol::Udp {
+            cc = checksum::udp_final(cc);
+        }
+        write_u16(l4, at, cc);
+    }
+    let mut ic = icmpv4::Packet::new_unchecked(icmp_bytes);
+    ic.fill_checksum();
+    Ok(())
+}
+
 /// Recompute every checksum of an IPv4 packet from scratch and report whether the stored
 /// ones are all valid: the header checksum, and for a whole (unfragmented) TCP, UDP or ICMP
 /// datagram the L4 checksum (a zero UDP checksum counts as valid). Not bypassed when
@@ -296,6 +385,41 @@ mod test {
         rewrite_ipv4(&mut p, &NAT, false).unwrap();
         assert!(ipv4_checksums_valid(&p));
         assert_eq!(read_u16(&p, 24), 61000);
+    }
+
+    #[test]
+    fn icmp_error_quote() {
+        // The firewall SNATed 10.137.0.17:5353 to 192.168.1.200:61000; an error comes back
+        // quoting the translated datagram; translate the quote back.
+        let mut orig = udp_packet(false);
+        rewrite_ipv4(&mut orig, &NAT, false).unwrap();
+        let mut frame = [0u8; 200];
+        let n = crate::builder::icmpv4_error(
+            &mut frame,
+            crate::EthernetAddress::ZERO,
+            crate::EthernetAddress::ZERO,
+            Ipv4Addr::new(93, 184, 216, 34),
+            crate::builder::Icmpv4Error::DstUnreachable(icmpv4::DstUnreachable::PortUnreachable),
+            &orig,
+        )
+        .unwrap();
+        let mut err = frame[14..n].to_vec();
+        let back =
+            Rewrite { src_addr: Some(Ipv4Addr::new(10, 137, 0, 17)), src_port: Some(5353), ..Rewrite::default() };
+        rewrite_icmpv4_error_quote(&mut err, &back).unwrap();
+        assert!(ipv4_checksums_valid(&err));
+        let ip = ipv4::Packet::new_checked(&err[..]).unwrap();
+        let icmp = icmpv4::Packet::new_checked(ip.payload()).unwrap();
+        let q = icmp.quoted_packet().unwrap();
+        assert!(q.verify_checksum());
+        assert_eq!(q.src_addr(), Ipv4Addr::new(10, 137, 0, 17));
+        // The quote is now the start of the untranslated datagram, checksums included.
+        assert_eq!(icmp.data(), &udp_packet(false)[..28]);
+        // Not an error: refused, unchanged.
+        let mut p = tcp_packet();
+        let before = p.clone();
+        assert!(rewrite_icmpv4_error_quote(&mut p, &back).is_err());
+        assert_eq!(p, before);
     }
 
     #[test]

@@ -352,6 +352,29 @@ fn build_all(dir: &Path) -> usize {
         json!({ "layers": ["Ether", "IP", "TCP", "Raw"], "fields": {
         "IP": { "dst": "10.139.1.2" }, "TCP": { "dport": 8080, "sport": 1 } } }),
     );
+    // NAT of an ICMP error's quote (the reverse translation of the UDP datagram above).
+    let n = icmpv4_error(
+        &mut buf,
+        FW_MAC,
+        VM_MAC,
+        FW_IP,
+        Icmpv4Error::DstUnreachable(icmpv4::DstUnreachable::HostUnreachable),
+        &nat_udp[14..],
+    )
+    .unwrap();
+    let mut err = buf[..n].to_vec();
+    nat::rewrite_icmpv4_error_quote(
+        &mut err[14..],
+        &nat::Rewrite { src_addr: Some(VM_IP), src_port: Some(40000), ..Default::default() },
+    )
+    .unwrap();
+    emit(
+        "nat_icmp_error_quote",
+        err.len(),
+        &err,
+        json!({ "layers": ["Ether", "IP", "ICMP", "IPerror", "UDPerror"], "fields": {
+        "ICMP": { "type": 3, "code": 1 }, "IPerror": { "src": "10.137.0.17" }, "UDPerror": { "sport": 40000 } } }),
+    );
     n_frames
 }
 

@@ -237,6 +237,21 @@ pub fn nat_rewrite(input: &[u8]) {
     let before = pkt.clone();
     let csum_blank = sel & 16 != 0;
     if !csum_blank {
+        let mut copy = pkt.clone();
+        match nat::rewrite_icmpv4_error_quote(&mut copy, &rw) {
+            Ok(()) => {
+                assert!(nat::ipv4_checksums_valid(&copy), "ICMP checksum after quote rewrite");
+                let ip = ipv4::Packet::new_checked(&copy[..]).unwrap();
+                let icmp = icmpv4::Packet::new_checked(ip.payload()).unwrap();
+                let q = icmp.quoted_packet().unwrap();
+                let qsum = checksum::data(q.header());
+                let before_q = ipv4::Packet::new_checked(&pkt[..]).unwrap();
+                let before_q = icmpv4::Packet::new_checked(before_q.payload()).unwrap();
+                let was_valid = checksum::data(before_q.quoted_packet().unwrap().header()) == 0xffff;
+                assert!(!was_valid || qsum == 0xffff, "quoted header checksum");
+            }
+            Err(_) => assert_eq!(copy, pkt, "a refused quote rewrite changed the packet"),
+        }
         match nat::rewrite_ipv4(&mut pkt, &rw, false) {
             Ok(()) => assert!(nat::ipv4_checksums_valid(&pkt), "incremental update disagrees with recompute"),
             Err(_) => assert_eq!(pkt, before, "a refused rewrite changed the packet"),
