@@ -20,7 +20,9 @@
 //!    if there is none, the new flow is refused (`refused_full`). An established flow of
 //!    another client is never evicted.
 //!
-//! An expired flow found at the head of a list is reclaimed first and counted as `expired`.
+//! An expired flow found at the head of a list is reclaimed first and counted as `expired`;
+//! when nothing is evictable, up to 256 slots are swept for expired flows before refusing
+//! (the periodic [`Conntrack::expire`] sweep does the rest).
 
 use core::net::Ipv4Addr;
 
@@ -35,6 +37,9 @@ use crate::rules::{Flow, IPPROTO_ICMP};
 
 pub(crate) const NIL: u32 = u32::MAX;
 const EMPTY: u64 = u64::MAX;
+
+/// Slots an admission examines for expired flows when nothing is evictable, before refusing.
+const SWEEP_ON_FULL: usize = 256;
 
 /// One tracked flow.
 #[derive(Clone, Copy, Debug)]
@@ -116,7 +121,7 @@ const fn dir_bit(dir: Dir) -> u64 {
 }
 
 /// Connection tracking and source NAT for up to `N` flows, indexed by `B` buckets (a power of
-/// two ≥ 2·`N`; 4·`N` keeps lookups short). [`super::DefaultConntrack`] is the appliance's size.
+/// two ≥ 4·`N`, so that the index is at most half full and probe runs stay short). [`super::DefaultConntrack`] is the appliance's size.
 ///
 /// Build it once (`const fn new`, e.g. in a `static`), key it with [`Conntrack::rekey`] from
 /// the CSPRNG and give it the uplink address with [`Conntrack::set_nat_address`]. The packet
@@ -149,7 +154,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     /// all-zero hash key (call [`Conntrack::rekey`] before use) and no NAT address.
     #[must_use]
     pub const fn new() -> Self {
-        const { assert!(N > 0 && N < (1 << 31) && B.is_power_of_two() && B >= 2 * N && B <= (1 << 32)) };
+        const { assert!(N > 0 && N < (1 << 31) && B.is_power_of_two() && B >= 4 * N && B <= (1 << 32)) };
         let mut entries = [Entry::FREE; N];
         let mut i = 0;
         while i + 1 < N {
@@ -432,6 +437,9 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     /// Make room for a new flow of `client` (the eviction policy in the module docs).
     pub(crate) fn admit(&mut self, client: ClientId, now: u64) -> Result<(), Refusal> {
         let c = client.index();
+        if self.clients[c].count >= self.quota && self.clients[c].head == NIL {
+            self.expire(now, SWEEP_ON_FULL);
+        }
         if self.clients[c].count >= self.quota {
             match self.clients[c].head {
                 NIL => {
@@ -440,6 +448,9 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
                 }
                 h => self.reclaim(h, now, true),
             }
+        }
+        if self.len as usize >= N && self.head == NIL {
+            self.expire(now, SWEEP_ON_FULL);
         }
         if self.len as usize >= N {
             match self.head {
