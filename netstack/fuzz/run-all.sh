@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Build every netstack fuzz target and run each for SECONDS (default 10), seeded from the
 # scapy corpus in ../tests/data. Fails if any target finds a crash.
-#   usage: netstack/fuzz/run-all.sh [SECONDS]
+#   usage: netstack/fuzz/run-all.sh [SECONDS [TARGET...]]
 # Needs: the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 set -euo pipefail
 secs="${1:-10}"
+shift || true
 here="$(cd "$(dirname "$0")" && pwd)"
 data="$here/../tests/data"
 cd "$here"
 export CARGO_TARGET_DIR="${NETSTACK_FUZZ_TARGET_DIR:-$here/target}"
-targets=$(cargo +nightly fuzz list)
+if [ "$#" -gt 0 ]; then targets="$*"; else targets=$(cargo +nightly fuzz list); fi
 cargo +nightly fuzz build -O
 seed_dir() {
   case "$1" in

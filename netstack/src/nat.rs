@@ -161,14 +161,17 @@ pub fn rewrite_icmpv4_error_quote(packet: &mut [u8], rw: &Rewrite) -> Result<()>
     let icmp = icmpv4::Packet::new_checked(ip.payload())?;
     let q = icmp.quoted_packet()?;
     let (qihl, qsrc, qdst, qproto) = (q.header_len(), q.src_addr(), q.dst_addr(), q.next_header());
-    let l4_len = icmp.data().len() - qihl;
+    // What is quoted after the header (not bounded by the quoted total length, which the
+    // peer chose and may be anything).
+    let quoted_l4 = icmp.data().get(qihl..).ok_or(Error)?;
+    let l4_len = quoted_l4.len();
     let ports_ok = !q.is_non_first_fragment()
         && match qproto {
             IpProtocol::Tcp | IpProtocol::Udp => l4_len >= 4,
             IpProtocol::Icmp => {
                 l4_len >= icmpv4::HEADER_LEN
                     && matches!(
-                        icmpv4::Message::from(q.payload()[0]),
+                        icmpv4::Message::from(quoted_l4[0]),
                         icmpv4::Message::EchoRequest | icmpv4::Message::EchoReply
                     )
             }
@@ -415,6 +418,16 @@ mod test {
         assert_eq!(q.src_addr(), Ipv4Addr::new(10, 137, 0, 17));
         // The quote is now the start of the untranslated datagram, checksums included.
         assert_eq!(icmp.data(), &udp_packet(false)[..28]);
+        // Found by fuzzing: a quoted header whose total length is 0 but which is followed
+        // by a quoted echo request must not panic.
+        let mut odd = err.clone();
+        let q = 20 + 8;
+        odd[q + 2] = 0;
+        odd[q + 3] = 0;
+        odd[q + 9] = 1;
+        odd[q + 20] = 8;
+        ipv4::Packet::new_unchecked(&mut odd[q..]).fill_checksum();
+        let _ = rewrite_icmpv4_error_quote(&mut odd, &back);
         // Not an error: refused, unchanged.
         let mut p = tcp_packet();
         let before = p.clone();
