@@ -19,7 +19,7 @@ use crate::checksum;
 use crate::icmpv4;
 use crate::ip::IpProtocol;
 use crate::ipv4;
-use crate::{Error, Result, read_u16, write_u16};
+use crate::{Error, Result, read_u16, tcp, write_u16};
 use core::net::Ipv4Addr;
 
 /// What to change. `None` leaves a field alone.
@@ -238,7 +238,8 @@ pub fn rewrite_icmpv4_error_quote(packet: &mut [u8], rw: &Rewrite) -> Result<()>
 
 /// Recompute every checksum of an IPv4 packet from scratch and report whether the stored
 /// ones are all valid: the header checksum, and for a whole (unfragmented) TCP, UDP or ICMP
-/// datagram the L4 checksum (a zero UDP checksum counts as valid). Not bypassed when
+/// datagram the L4 checksum (a zero UDP checksum counts as valid). A TCP, UDP or ICMP
+/// payload too short for its header is invalid. Not bypassed when
 /// fuzzing; meant for tests and for checking packets from untrusted peers.
 pub fn ipv4_checksums_valid(packet: &[u8]) -> bool {
     let Ok(ip) = ipv4::Packet::new_checked(packet) else { return false };
@@ -252,7 +253,9 @@ pub fn ipv4_checksums_valid(packet: &[u8]) -> bool {
     let (s, d) = (ip.src_addr(), ip.dst_addr());
     let pseudo = |proto: IpProtocol| checksum::pseudo_header_v4(s, d, proto.into(), p.len() as u16);
     match ip.next_header() {
-        IpProtocol::Tcp => checksum::add(pseudo(IpProtocol::Tcp), checksum::data(p)) == 0xffff,
+        IpProtocol::Tcp => {
+            tcp::Packet::new_checked(p).is_ok() && checksum::add(pseudo(IpProtocol::Tcp), checksum::data(p)) == 0xffff
+        }
         IpProtocol::Udp => {
             let Ok(u) = crate::udp::Packet::new_checked(p) else { return false };
             if u.checksum() == 0 {
@@ -261,7 +264,7 @@ pub fn ipv4_checksums_valid(packet: &[u8]) -> bool {
             let l = usize::from(u.len());
             checksum::add(checksum::pseudo_header_v4(s, d, 17, l as u16), checksum::data(&p[..l])) == 0xffff
         }
-        IpProtocol::Icmp => checksum::data(p) == 0xffff,
+        IpProtocol::Icmp => p.len() >= icmpv4::HEADER_LEN && checksum::data(p) == 0xffff,
         _ => true,
     }
 }
@@ -269,7 +272,7 @@ pub fn ipv4_checksums_valid(packet: &[u8]) -> bool {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::{tcp, udp};
+    use crate::udp;
     use core::net::IpAddr;
 
     fn ip_packet(proto: IpProtocol, l4: &[u8]) -> Vec<u8> {
