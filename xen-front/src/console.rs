@@ -53,19 +53,19 @@ impl ConsoleRing {
     pub fn write_line(&mut self, line: &str) -> bool {
         let body = line.trim_end_matches('\n');
         let needed = body.len() + body.matches('\n').count() + 2;
-        let mut note = NoteBuf::default();
+        let mut note = LineBuffer::default();
         if self.unreported_drops > 0 {
             let _ = write!(note, "[console: {} lines dropped]\r\n", self.unreported_drops);
         }
         full_barrier();
-        if (needed + note.len) as u32 > self.free() {
+        let note = note.as_str().as_bytes();
+        if (needed + note.len()) as u32 > self.free() {
             self.unreported_drops += 1;
             LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        if note.len > 0 {
-            let n = note.len;
-            self.put(&note.buf[..n]);
+        if !note.is_empty() {
+            self.put(note);
             self.unreported_drops = 0;
         }
         for (i, part) in body.split('\n').enumerate() {
@@ -92,26 +92,6 @@ impl ConsoleRing {
     /// Whether xenconsoled has caught up with everything we wrote.
     pub fn drained(&self) -> bool {
         self.free() == c::OUT_SIZE
-    }
-}
-
-struct NoteBuf {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl Default for NoteBuf {
-    fn default() -> Self {
-        NoteBuf { buf: [0; 48], len: 0 }
-    }
-}
-
-impl Write for NoteBuf {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
     }
 }
 

@@ -325,25 +325,10 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved 31",
 ];
 
-/// A small stack buffer for formatting the report without allocation.
-struct LineBuf {
-    buf: [u8; 160],
-    len: usize,
-}
-
-impl Write for LineBuf {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
 fn emit(args: core::fmt::Arguments<'_>) {
-    let mut line = LineBuf { buf: [0; 160], len: 0 };
+    let mut line = crate::console::LineBuffer::default();
     let _ = line.write_fmt(args);
-    let text = core::str::from_utf8(&line.buf[..line.len]).unwrap_or("?\n");
+    let text = line.as_str();
     match FAULT_SINK.get() {
         Some(sink) => (sink.write)(text),
         None => debug_port_write(text),
