@@ -156,8 +156,13 @@ impl Control {
             let action = match xs.take_reply(id) {
                 None => continue,
                 Some(Ok(reply)) => {
+                    // Keep at most 64 bytes: longer values are cut, so they never match a
+                    // command (and a long `control/shutdown` is counted as unsupported rather
+                    // than mistaken for the empty acknowledgement).
                     let mut buf = [0u8; 64];
-                    let n = reply.copy_to(&mut buf).unwrap_or(0);
+                    let value = reply.payload();
+                    let n = value.len().min(buf.len());
+                    buf[..n].copy_from_slice(&value[..n]);
                     self.ops[i] = None;
                     self.on_reply(xs, now, op, &buf[..n])
                 }
