@@ -35,6 +35,13 @@ impl PageCell {
     }
 }
 
+impl core::fmt::Debug for PageCell {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never the bytes: a shared page may be changing under us.
+        write!(f, "PageCell@{:#x}", self.addr())
+    }
+}
+
 impl Default for PageCell {
     fn default() -> Self {
         Self::new()

@@ -15,6 +15,7 @@ pub mod events;
 pub mod gnttab;
 pub mod hypercall;
 pub mod platform;
+pub mod ring;
 pub mod start_info;
 pub mod time;
 pub mod xenstore;

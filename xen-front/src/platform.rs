@@ -12,8 +12,7 @@ use grant_pool::SharedPage;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Port(pub u32);
 
-/// A domain id.
-pub type DomId = u16;
+pub use grant_pool::grant::{DomId, GrantEntries, GrantRef, grant_entry, gtf};
 
 /// Event-channel operations.
 pub trait EventChannels {
@@ -67,10 +66,6 @@ impl EventChannels for Xen {
     }
 }
 
-/// A grant reference: an index into the granting domain's grant table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GrantRef(pub u32);
-
 /// A guest frame number (guest-physical address >> 12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Gfn(pub u64);
@@ -117,36 +112,6 @@ impl GrantStatus {
     pub fn is_ok(self) -> bool {
         self == GrantStatus::OKAY
     }
-}
-
-/// Flags of a v1 grant entry (`GTF_*`), written by the granter and (reading/writing) by Xen.
-pub mod gtf {
-    /// Type field mask (bits 0-1).
-    pub const TYPE_MASK: u16 = 3;
-    /// Type: the entry grants nothing.
-    pub const INVALID: u16 = 0;
-    /// Type: the grantee may map or copy the frame.
-    pub const PERMIT_ACCESS: u16 = 1;
-    /// The grantee may only read.
-    pub const READONLY: u16 = 1 << 2;
-    /// Set by Xen while the grantee has the frame mapped or is copying from it.
-    pub const READING: u16 = 1 << 3;
-    /// Set by Xen while the grantee has the frame mapped writable or is copying into it.
-    pub const WRITING: u16 = 1 << 4;
-}
-
-/// Layout of a v1 grant entry (`grant_entry_v1`, 8 bytes, 512 per frame).
-pub mod grant_entry {
-    /// Size of an entry.
-    pub const SIZE: usize = 8;
-    /// `flags: u16`.
-    pub const FLAGS: usize = 0;
-    /// `domid: u16`, the grantee.
-    pub const DOMID: usize = 2;
-    /// `frame: u32`, the granted GFN.
-    pub const FRAME: usize = 4;
-    /// Entries per 4 KiB frame.
-    pub const PER_FRAME: u32 = 512;
 }
 
 /// `GNTCOPY_*` flags of [`GnttabCopy::flags`].
@@ -268,16 +233,6 @@ pub struct ForeignMapping {
     pub page: SharedPage,
     /// Needed to unmap it.
     pub handle: GrantHandle,
-}
-
-/// Our own grant table's v1 entries: the grant pool writes them directly (granting needs no
-/// hypercall), so it only needs to find them.
-pub trait GrantEntries {
-    /// The frame holding entry `gref` and the entry's byte offset in it; `None` beyond the
-    /// table.
-    fn grant_entry(&self, gref: GrantRef) -> Option<(SharedPage, usize)>;
-    /// Number of entries in the table.
-    fn grant_entries(&self) -> u32;
 }
 
 /// Grant-table operations on other domains' grants (`grant_table_op`), plus the address
