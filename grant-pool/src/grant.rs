@@ -14,7 +14,7 @@ use crate::shared::{SharedPage, write_barrier};
 pub type DomId = u16;
 
 /// A grant reference: an index into the granting domain's grant table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GrantRef(pub u32);
 
 /// Flags of a v1 grant entry (`GTF_*`), written by the granter and (reading/writing) by Xen.

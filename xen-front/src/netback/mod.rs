@@ -1,0 +1,1 @@
+//! The netback: serves client VMs (their netfronts connect to us). See issue 5.

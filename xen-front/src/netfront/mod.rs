@@ -1,0 +1,1 @@
+//! The uplink netfront (to sys-net's netback).

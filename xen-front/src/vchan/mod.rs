@@ -1,0 +1,1 @@
+//! vchan (libxenvchan-compatible byte channels over shared pages). See issue 9.
