@@ -52,3 +52,25 @@ pub const MAX_CLIENTS: usize = 256;
 /// refusing the flow ([`crate::conntrack::Refusal::NoFreePort`]). With the table at most
 /// ¼ full for one remote endpoint the chance that all tries fail is below 2^-128.
 pub const NAT_PORT_TRIES: u32 = 64;
+
+/// Names the `dsthost` resolver caches, all clients together (clients naming the same host
+/// share one entry). A name that finds no free entry fails closed.
+pub const RESOLVER_NAMES: usize = 256;
+
+/// Largest IPv4 datagram (header included) that fragment reassembly rebuilds: a whole
+/// reassembled frame (14-byte Ethernet header + datagram) must fit one 4 KiB slot. Larger
+/// datagrams are dropped and counted.
+pub const MAX_REASSEMBLED: usize = 4096 - 14;
+
+/// Datagrams being reassembled at once, all sources together (each holds a 4 KiB buffer).
+pub const REASSEMBLY_SLOTS: usize = 16;
+
+/// Datagrams one source address may have under reassembly at once.
+pub const REASSEMBLY_PER_SOURCE: usize = 4;
+
+/// Fragments one datagram may arrive in (at the minimum fragment size of 8 bytes of data a
+/// 4 KiB datagram would need more, but such a flood of tiny fragments is refused).
+pub const MAX_FRAGMENTS: usize = 64;
+
+/// Per-source buckets of the ICMP error rate limiter (a fixed, direct-mapped table).
+pub const ICMP_LIMIT_SOURCES: usize = 64;

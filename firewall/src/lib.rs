@@ -1,4 +1,5 @@
-//! firewall: the portcullis firewall engine (Qubes rules; connection tracking and source NAT).
+//! firewall: the portcullis firewall engine (Qubes rules; connection tracking and source NAT;
+//! the forwarding pipeline; the `dsthost` resolver).
 //!
 //! `no_std`, no heap: capacities are the constants of [`config`].
 #![cfg_attr(not(test), no_std)]
@@ -7,4 +8,6 @@
 
 pub mod config;
 pub mod conntrack;
+pub mod forward;
+pub mod resolver;
 pub mod rules;

@@ -189,3 +189,14 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         self.retain_flows(client, |f| rules.evaluate(f, ctx).is_accept())
     }
 }
+
+impl<const N: usize, const B: usize> Conntrack<N, B> {
+    /// Whether the IPv4 packet at the start of `packet` (from the outside) is a reply of a
+    /// live tracked flow, without changing anything.
+    pub(crate) fn is_tracked_reply(&self, packet: &[u8]) -> bool {
+        match parse(packet) {
+            Ok((t, L4::Tcp { .. } | L4::Udp | L4::EchoReply)) => self.find(&t, Dir::Reply).is_some(),
+            _ => false,
+        }
+    }
+}
