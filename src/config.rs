@@ -13,8 +13,9 @@ pub const IMAGE_ALLOWANCE: usize = 1 << 20;
 pub const BOOT_DATA_RESERVE: usize = 1 << 20;
 /// The boot stack (see `src/boot/entry.s`) and its guard page.
 pub const BOOT_STACK: usize = 128 * 1024 + 4096;
-/// Boot page tables: PML4, PDPT, four PDs, and the guard-page table.
-pub const PAGE_TABLES: usize = 7 * 4096;
+/// Boot page tables: PML4, PDPT, five PDs (RAM below 4 GiB and the foreign-mapping window),
+/// and the guard-page table.
+pub const PAGE_TABLES: usize = 8 * 4096;
 /// Grant table frames we map (512 entries each).
 pub const GRANT_TABLE_FRAMES: usize = 4;
 /// xen-front's fixed statics: hypercall page, shared_info, three 16 KiB IST stacks, IDT.

@@ -89,11 +89,11 @@ pvh_start32:
     orl     $0x3, %eax                  /* P | RW */
     movl    %eax, boot_pml4
 
-    /* PDPT[0..3] -> PD0..PD3 (4 x 1 GiB) */
+    /* PDPT[0..4] -> PD0..PD4 (5 x 1 GiB) */
     movl    $boot_pd, %eax
     orl     $0x3, %eax
     movl    $boot_pdpt, %edi
-    movl    $4, %ecx
+    movl    $5, %ecx
 2:  movl    %eax, (%edi)
     addl    $0x1000, %eax
     addl    $8, %edi
@@ -107,6 +107,16 @@ pvh_start32:
     addl    $0x200000, %eax
     addl    $8, %edi
     loop    3b
+
+    /* PD4: the foreign-mapping window [4 GiB, 5 GiB), identity-mapped like RAM. Nothing
+     * is there until a grant map puts a frame at a GFN; only mapped GFNs are touched.
+     * %eax wrapped back to 0x83; the high dword carries bit 32 of the address. */
+    movl    $512, %ecx
+4:  movl    %eax, (%edi)
+    movl    $1, 4(%edi)
+    addl    $0x200000, %eax
+    addl    $8, %edi
+    loop    4b
 
     /* CR4: PAE (5) | OSFXSR (9) | OSXMMEXCPT (10) -- SSE is used by rustc's
      * x86_64-unknown-linux-gnu code (baseline sse2), so it must be on. */
@@ -180,7 +190,7 @@ boot_gdt_ptr:
     .balign 4096
 boot_pml4:  .skip 4096
 boot_pdpt:  .skip 4096
-boot_pd:    .skip 4096 * 4
+boot_pd:    .skip 4096 * 5
     /* The page below the stack is unmapped by kmain, so an overflow faults. */
     .balign 4096
     .globl boot_stack_guard

@@ -73,6 +73,38 @@ pub const MAX_TX_SIZE: usize = 0xffff;
 /// `ETH_HLEN`: the first TX slot must hold at least the Ethernet header.
 pub const ETH_HLEN: usize = 14;
 
+/// Checksum-offload state a frame carries across the firewall (DESIGN.md "Checksum
+/// offload"): never recompute a full checksum, carry what the sender said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChecksumOffload {
+    /// The L4 checksum field holds only the pseudo-header sum (`csum_blank`).
+    pub blank: bool,
+    /// The sender vouches for the data (`data_validated`).
+    pub validated: bool,
+}
+
+impl ChecksumOffload {
+    /// From an RX response's `NETRXF_*` flags.
+    pub fn from_rx_flags(flags: u16) -> Self {
+        ChecksumOffload { blank: flags & rxf::CSUM_BLANK != 0, validated: flags & rxf::DATA_VALIDATED != 0 }
+    }
+
+    /// From a TX request's `NETTXF_*` flags.
+    pub fn from_tx_flags(flags: u16) -> Self {
+        ChecksumOffload { blank: flags & txf::CSUM_BLANK != 0, validated: flags & txf::DATA_VALIDATED != 0 }
+    }
+
+    /// As `NETTXF_*` flags.
+    pub fn tx_flags(self) -> u16 {
+        (if self.blank { txf::CSUM_BLANK } else { 0 }) | (if self.validated { txf::DATA_VALIDATED } else { 0 })
+    }
+
+    /// As `NETRXF_*` flags.
+    pub fn rx_flags(self) -> u16 {
+        (if self.blank { rxf::CSUM_BLANK } else { 0 }) | (if self.validated { rxf::DATA_VALIDATED } else { 0 })
+    }
+}
+
 /// `netif_tx_request` (12 bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TxRequest {
@@ -282,6 +314,17 @@ mod tests {
         assert!(extra.has_more());
         let back = extra.to_tx_slot();
         assert_eq!((back.gref, back.offset, back.flags), (slot.gref, slot.offset, slot.flags));
+    }
+
+    #[test]
+    fn checksum_flags_swap_between_directions() {
+        let blank = ChecksumOffload { blank: true, validated: false };
+        assert_eq!(blank.tx_flags(), txf::CSUM_BLANK);
+        assert_eq!(blank.rx_flags(), rxf::CSUM_BLANK);
+        assert_eq!(ChecksumOffload::from_rx_flags(rxf::CSUM_BLANK), blank);
+        assert_eq!(ChecksumOffload::from_rx_flags(txf::CSUM_BLANK), ChecksumOffload { blank: false, validated: true });
+        let both = ChecksumOffload { blank: true, validated: true };
+        assert_eq!(ChecksumOffload::from_tx_flags(both.tx_flags()), both);
     }
 
     #[test]

@@ -68,6 +68,7 @@
 
 mod client;
 mod error;
+mod path;
 pub mod ring;
 mod txn;
 pub mod wire;
@@ -80,6 +81,7 @@ pub use client::{
     WatchEvent, XsStats,
 };
 pub use error::Error;
+pub use path::PathBuf;
 pub use ring::{RingFault, XENSTORE_RING_SIZE};
 pub use txn::{TxnRetry, TxnStep};
 pub use wire::{Access, DirEntries, MsgType, Perm, Request, TxId, XENSTORE_PAYLOAD_MAX};
