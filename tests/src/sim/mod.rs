@@ -23,6 +23,9 @@
 //!   more than 128 → `E2BIG`, as C xenstored answers; 10 transactions → `ENOSPC`; 20
 //!   outstanding replies → xenstored stops reading the ring until the guest consumes), the wire
 //!   protocol over each domain's ring page so `xen_front::xenstore::Client` runs unchanged.
+//! - **A netback** ([`netback`]): Linux `xen-netback` as a frontend sees it (libxl's device
+//!   directories, the xenbus handshake, TX/RX rings by grant copy), honest or hostile, running
+//!   in a backend domain the test may destroy, for testing our netfront against.
 //!
 //! # What it does not model
 //!
@@ -57,6 +60,7 @@ pub mod domain;
 pub mod evtchn;
 pub mod gnttab;
 mod memory;
+pub mod netback;
 pub mod tool;
 mod world;
 pub mod xenstored;
