@@ -858,7 +858,8 @@ fn responses_without_requests() {
 #[test]
 fn an_rx_flood_fills_every_posted_buffer_at_once() {
     let mut s = connected();
-    s.nb.fault(Fault::RxFlood { frame: frame(60, 0), flags: 0 });
+    assert!(!s.nb.fault(Fault::RxFlood { frame: Vec::new(), flags: 0 }), "an empty flood would never end");
+    assert!(s.nb.fault(Fault::RxFlood { frame: frame(60, 0), flags: 0 }));
     s.front.rx.push(); // nothing posted yet
     s.front.post_rx(200);
     s.fe.take_pending(s.front.port);
@@ -986,4 +987,20 @@ fn garbage_xenstore_values_from_the_backend() {
     assert_eq!(s.sim.peek(&format!("{}/feature-rx-copy", s.nb.backend_path())).unwrap(), b"99999999999999999999");
     s.nb.step();
     assert_eq!(s.nb.state(), XenbusState::Connected, "its own garbage does not change its mind");
+}
+
+#[test]
+fn a_destroyed_frontend_stays_a_zombie_until_the_backend_unmaps() {
+    let mut s = connected();
+    s.front.tx_frame(&frame(60, 0), 0);
+    s.front.push_tx();
+    s.sim.destroy_domain(s.fe.domid());
+    assert!(s.sim.is_zombie(s.fe.domid()), "the backend still maps its ring pages");
+    s.nb.step();
+    assert_eq!(s.nb.counters().tx_copy_errors, 1, "the copy from a dead granter fails");
+    assert!(s.nb.sent_frames().is_empty());
+    s.nb.force_remove();
+    s.nb.step();
+    assert!(s.be.foreign_mappings().is_empty());
+    assert!(!s.sim.exists(s.fe.domid()), "reaped once the last mapping went");
 }

@@ -254,7 +254,7 @@ pub enum Fault {
         count: u32,
     },
     /// Until cleared: every posted RX request is filled with `frame` on every step, events
-    /// or not.
+    /// or not. Refused if `frame` is empty or over one page.
     RxFlood {
         /// The frame (at most one page).
         frame: Vec<u8>,
@@ -547,7 +547,13 @@ impl SimNetback {
             Fault::RxBadOffset { count } => f.rx_bad_offset = count,
             Fault::RxStatus { status, count } => f.rx_status = Some((status, count)),
             Fault::RxUnknownId { count } => f.rx_unknown_id = count,
-            Fault::RxFlood { frame, flags } => f.flood = Some((frame, flags)),
+            Fault::RxFlood { frame, flags } => {
+                // An empty frame would fill nothing and never end; over a page is not a flood.
+                if frame.is_empty() || frame.len() > grant_pool::PAGE_SIZE {
+                    return false;
+                }
+                f.flood = Some((frame, flags));
+            }
             Fault::StayInInitWait => f.stay_in_init_wait = true,
             Fault::NeverConsume => f.never_consume = true,
             Fault::HoldTxMappings { count } => f.hold_tx = count,
