@@ -41,6 +41,9 @@ const EMPTY: u64 = u64::MAX;
 /// Slots an admission examines for expired flows when nothing is evictable, before refusing.
 const SWEEP_ON_FULL: usize = 256;
 
+/// Entries of the flow cache in front of the keyed index (a power of two).
+const FLOW_CACHE: usize = 1024;
+
 /// One tracked flow.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Entry {
@@ -140,6 +143,12 @@ pub struct Conntrack<const N: usize, const B: usize> {
     pub(crate) nat_addr: Option<Ipv4Addr>,
     pub(crate) reserved_ports: Option<(u16, u16)>,
     cursor: usize,
+    /// Direct-mapped cache of recent lookups (entry number and direction bit, or `NIL`),
+    /// indexed by an unkeyed hash of the tuple: a hit skips the SipHash of the index. A hit
+    /// is only taken when the cached entry is live and has exactly this tuple, so a stale or
+    /// colliding slot only costs a miss (a client that aims collisions at it gets the keyed
+    /// path, never a wrong flow).
+    cache: [u32; FLOW_CACHE],
     pub(crate) stats: Stats,
 }
 
@@ -176,6 +185,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
             nat_addr: None,
             reserved_ports: None,
             cursor: 0,
+            cache: [NIL; FLOW_CACHE],
             stats: Stats::ZERO,
         }
     }
@@ -491,9 +501,31 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         idx
     }
 
+    fn cache_slot(t: &Tuple, dir: Dir) -> usize {
+        let ports = (u32::from(t.src_port) << 16) | u32::from(t.dst_port);
+        let x = t.src.to_bits() ^ t.dst.to_bits().rotate_left(16) ^ ports ^ u32::from(t.proto) ^ dir_bit(dir) as u32;
+        (x.wrapping_mul(0x9e37_79b1) >> 16) as usize & (FLOW_CACHE - 1)
+    }
+
+    /// [`Conntrack::find`] through the flow cache.
+    fn find_cached(&mut self, t: &Tuple, dir: Dir) -> Option<u32> {
+        let slot = Self::cache_slot(t, dir);
+        let v = self.cache[slot];
+        if v != NIL && u64::from(v & 1) == dir_bit(dir) {
+            let idx = v >> 1;
+            let e = &self.entries[idx as usize];
+            if e.live && e.tuple(dir) == *t {
+                return Some(idx);
+            }
+        }
+        let idx = self.find(t, dir)?;
+        self.cache[slot] = (idx << 1) | dir_bit(dir) as u32;
+        Some(idx)
+    }
+
     /// Find the live flow whose `dir` tuple is `t`; an expired one is removed on the way.
     pub(crate) fn lookup(&mut self, t: &Tuple, dir: Dir, now: u64) -> Option<u32> {
-        let idx = self.find(t, dir)?;
+        let idx = self.find_cached(t, dir)?;
         if self.entries[idx as usize].expires <= now {
             self.stats.expired += 1;
             self.remove(idx);
