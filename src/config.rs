@@ -20,6 +20,10 @@ pub const PAGE_TABLES: usize = 8 * 4096;
 pub const GRANT_TABLE_FRAMES: usize = 4;
 /// xen-front's fixed statics: hypercall page, shared_info, three 16 KiB IST stacks, IDT.
 pub const PLATFORM_STATICS: usize = 4096 + 4096 + 3 * 16 * 1024 + 4096 + 256;
+/// Pages of the grant pool (packet slots and ring pages): 2 MiB.
+pub const GRANT_POOL_PAGES: usize = 512;
+/// The uplink netfront's slot tables and the pool's page table (generous).
+pub const DRIVER_STATICS: usize = 64 * 1024;
 /// The xenstore client: 16 request slots of 4 KiB plus its event queue (about 20 KiB).
 pub const XENSTORE_STATICS: usize = 16 * 4096 + 24 * 1024;
 
@@ -33,7 +37,7 @@ pub struct BudgetLine {
 }
 
 /// The static memory budget, line by line.
-pub fn budget() -> [BudgetLine; 6] {
+pub fn budget() -> [BudgetLine; 8] {
     [
         BudgetLine { what: "image (code+data) allowance", bytes: IMAGE_ALLOWANCE },
         BudgetLine { what: "boot stack + guard", bytes: BOOT_STACK },
@@ -41,6 +45,8 @@ pub fn budget() -> [BudgetLine; 6] {
         BudgetLine { what: "grant table frames", bytes: GRANT_TABLE_FRAMES * 4096 },
         BudgetLine { what: "platform statics", bytes: PLATFORM_STATICS },
         BudgetLine { what: "xenstore client", bytes: XENSTORE_STATICS },
+        BudgetLine { what: "grant pool", bytes: GRANT_POOL_PAGES * 4096 },
+        BudgetLine { what: "driver statics", bytes: DRIVER_STATICS },
     ]
 }
 
@@ -56,6 +62,12 @@ mod tests {
     #[test]
     fn static_budget_fits_the_documented_vm_with_room_for_stack_and_boot_data() {
         assert!(budget_total() + BOOT_DATA_RESERVE <= VM_MEMORY, "{} bytes", budget_total());
+    }
+
+    #[test]
+    fn driver_budget_covers_the_netfront_and_the_pool() {
+        let pool = core::mem::size_of::<grant_pool::GrantPool<grant_pool::TableFrames, GRANT_POOL_PAGES>>();
+        assert!(core::mem::size_of::<xen_front::netfront::Netfront>() + pool <= DRIVER_STATICS);
     }
 
     #[test]

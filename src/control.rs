@@ -127,8 +127,20 @@ impl Control {
     }
 
     /// Handles replies and watch events; returns at most one action per call (call again
-    /// until `None`).
+    /// until `None`). Watch events with other tokens are dropped: see
+    /// [`poll_with`](Self::poll_with) to pass them on.
     pub fn poll(&mut self, xs: &mut Client, now: u64) -> Option<ControlAction> {
+        self.poll_with(xs, now, |_, _| {})
+    }
+
+    /// Like [`poll`](Self::poll), handing watch events that are not ours to `others(path,
+    /// token)` (the drivers' watches share the one event queue).
+    pub fn poll_with(
+        &mut self,
+        xs: &mut Client,
+        now: u64,
+        mut others: impl FnMut(&[u8], &[u8]),
+    ) -> Option<ControlAction> {
         // Watch events are hints: note which keys to re-read. Other tokens are not ours:
         // leave them for their owners.
         if xs.take_events_lost() {
@@ -139,7 +151,7 @@ impl Control {
             match ev.token {
                 t if t == TOKEN_SHUTDOWN.as_bytes() => self.reread_shutdown = true,
                 t if t == TOKEN_DUMP.as_bytes() => self.reread_dump = true,
-                _ => {}
+                t => others(ev.path, t),
             }
         }
         if self.reread_shutdown && !self.in_flight(Op::ReadShutdown) {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod options;
+pub mod uplink;
 
 /// The version string logged at boot.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -10,11 +10,12 @@ mod rt;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use grant_pool::{PageCell, SharedPage};
+use grant_pool::{GrantPool, PageCell, SharedPage};
 use portcullis::config;
 use portcullis::control::{Control, ControlAction};
 use portcullis::counters::Registry;
 use portcullis::options::{DebugCrash, Ignored, LogLevel, Options};
+use portcullis::uplink::{HostVerdict, UplinkAddress, UplinkHost};
 use xen_front::abi::{ShutdownReason, hvm_param, mapspace, virq, xenfeat};
 use xen_front::arch::{cpu, idt, paging};
 use xen_front::console::{self, ConsoleRing};
@@ -22,6 +23,7 @@ use xen_front::entropy::Entropy;
 use xen_front::events::PendingEvents;
 use xen_front::gnttab::GrantTableFrames;
 use xen_front::hypercall;
+use xen_front::netfront::{LOCAL_FRAME, Netfront, NetfrontEvent, RxVerdict};
 use xen_front::platform::{EventChannels, Port, Xen};
 use xen_front::start_info::BootInfo;
 use xen_front::time;
@@ -43,6 +45,9 @@ static SHARED_INFO: PageCell = PageCell::new();
 /// Our grant table frames.
 static GRANT_FRAMES: [PageCell; config::GRANT_TABLE_FRAMES] = [const { PageCell::new() }; config::GRANT_TABLE_FRAMES];
 static XENSTORE: spin::Mutex<Client> = spin::Mutex::new(Client::new());
+/// The grant pool's pages: borrowed once, mutably, by the pool in `kmain`.
+static mut POOL_PAGES: [PageCell; config::GRANT_POOL_PAGES] = [const { PageCell::new() }; config::GRANT_POOL_PAGES];
+static UPLINK: spin::Mutex<Netfront> = spin::Mutex::new(Netfront::new());
 static COUNTERS: spin::Mutex<Registry> = spin::Mutex::new(Registry::new());
 /// The CSPRNG (NAT ports, DNS ids, hash keys), seeded at boot.
 static ENTROPY: spin::Once<spin::Mutex<Entropy>> = spin::Once::new();
@@ -50,6 +55,13 @@ static ENTROPY: spin::Once<spin::Mutex<Entropy>> = spin::Once::new();
 static LOOP_PASSES: AtomicU64 = AtomicU64::new(0);
 static IDLE_SLEEPS: AtomicU64 = AtomicU64::new(0);
 static XS_NOTIFIES: AtomicU64 = AtomicU64::new(0);
+static UPLINK_NOT_FOR_US: AtomicU64 = AtomicU64::new(0);
+static UPLINK_LOCAL_TX_DROPS: AtomicU64 = AtomicU64::new(0);
+
+type Pool = GrantPool<GrantTableFrames, { config::GRANT_POOL_PAGES }>;
+
+/// Frames from the uplink handled per pass before other work gets a turn.
+const UPLINK_RX_BUDGET: usize = 64;
 
 fn shared_info() -> SharedPage {
     SharedPage::from_static(&SHARED_INFO)
@@ -227,16 +239,47 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         Err(e) => boot_fail_xen("binding VIRQ_TIMER", e),
     };
 
-    // 6. Grant table.
-    match GrantTableFrames::map(&GRANT_FRAMES) {
-        Ok(gt) => log::info!(
-            "grant table: {} entries mapped ({} frames of max {}), refs from {}",
-            gt.entries(),
-            gt.entries() / 512,
-            gt.max_frames,
-            gt.first_free_ref()
-        ),
-        Err(e) => log::error!("grant table not mapped: {}", e),
+    // 6. Grant table and the grant pool.
+    let grant_table = match GrantTableFrames::map(&GRANT_FRAMES) {
+        Ok(gt) => gt,
+        Err(e) => boot_fail_xen("mapping the grant table", e),
+    };
+    log::info!(
+        "grant table: {} entries mapped ({} frames of max {}), refs from {}",
+        grant_table.entries(),
+        grant_table.entries() / 512,
+        grant_table.max_frames,
+        grant_table.first_free_ref()
+    );
+    let first_ref = grant_table.first_free_ref();
+    // Safety: the only reference ever made to POOL_PAGES, taken once here at boot; the pool
+    // owns the pages from now on.
+    let pool_pages = unsafe { &mut *(&raw mut POOL_PAGES) };
+    let mut pool: Pool = match GrantPool::from_static(grant_table, first_ref, pool_pages, |a| a as u64 >> 12) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut line = console::LineBuffer::default();
+            let _ = write!(line, "grant pool: {:?}", e);
+            boot_fail(line.as_str())
+        }
+    };
+    log::info!(
+        "grant pool: {} pages, refs {}..{}",
+        config::GRANT_POOL_PAGES,
+        first_ref,
+        first_ref + config::GRANT_POOL_PAGES as u32
+    );
+
+    let uplink_addr = match (opts.uplink_ip, opts.gateway) {
+        (Some((ip, prefix_len)), Some(gateway)) => Some(UplinkAddress { ip, prefix_len, gateway }),
+        _ => {
+            log::warn!("uplink: no ip=/gw= on the command line; the uplink has no address");
+            None
+        }
+    };
+    let mut host = UplinkHost::new(uplink_addr, opts.debug_echo);
+    if opts.debug_echo {
+        log::warn!("debug-echo: answering ICMP echo and UDP port 7 on our addresses (testing only)");
     }
 
     // 7. Xenstore and the control plane.
@@ -251,6 +294,8 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
 
     let mut control = Control::new();
     control.start(&mut XENSTORE.lock(), now());
+    UPLINK.lock().start(&mut XENSTORE.lock(), now());
+    let mut next_quarantine_retry = 0u64;
     let stats_every = u64::from(opts.stats_interval_s) * 1_000_000_000;
     let mut next_stats = if stats_every > 0 { now() + stats_every } else { u64::MAX };
     let mut ready = false;
@@ -275,7 +320,13 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
             xs_broken_reported = true;
             log::error!("xenstore connection broken by a protocol error ({:?}); control plane stopped", fault);
         }
-        while let Some(action) = control.poll(&mut xs, t) {
+        let mut uplink = UPLINK.lock();
+        if xs.events_lost() {
+            uplink.on_events_lost();
+        }
+        while let Some(action) = control.poll_with(&mut xs, t, |path, token| {
+            uplink.on_watch(path, token);
+        }) {
             match action {
                 ControlAction::Registered => {
                     log::info!("xenstore: domid {:?}, name \"{}\"", control.domid, control.name());
@@ -301,16 +352,56 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
                     let e = hypercall::shutdown(reason);
                     boot_fail_xen("SCHEDOP_shutdown", e);
                 }
-                ControlAction::DumpCounters => dump_counters(&xs, &control),
+                ControlAction::DumpCounters => dump_counters(&xs, &control, &uplink, &pool, &host),
             }
+        }
+        match uplink.poll_control(&mut xs, &Xen, &mut pool, t) {
+            Some(NetfrontEvent::LinkUp) => {
+                let mut frame = [0u8; 64];
+                if let Some(n) = host.on_link_up(uplink.mac(), t, &mut frame) {
+                    send_local(&mut uplink, &mut pool, &frame[..n]);
+                }
+            }
+            Some(NetfrontEvent::LinkDown) => log::info!("uplink: link down; waiting for the backend"),
+            None => {}
         }
         let outcome = xs.poll(t);
         if outcome.notify_peer {
             XS_NOTIFIES.fetch_add(1, Ordering::Relaxed);
             let _ = Xen.send(store_port);
         }
-        let busy = outcome.replies_ready || outcome.events_ready;
+        let mut busy = outcome.replies_ready || outcome.events_ready;
         drop(xs);
+
+        // The uplink's data path.
+        let received = uplink.receive(&mut pool, UPLINK_RX_BUDGET, |slot, frame| {
+            let range = frame.range();
+            match host.handle(&mut slot.bytes_mut()[range], frame.csum) {
+                HostVerdict::Reply { len, csum } => RxVerdict::Transmit { offset: frame.offset, len: len as u16, csum },
+                HostVerdict::NotForUs => {
+                    // Forwarding to clients comes with the netback and the firewall.
+                    UPLINK_NOT_FOR_US.fetch_add(1, Ordering::Relaxed);
+                    RxVerdict::Recycle
+                }
+                HostVerdict::Consumed | HostVerdict::Dropped(_) => RxVerdict::Recycle,
+            }
+        });
+        busy |= received >= UPLINK_RX_BUDGET;
+        uplink.reap_tx(&mut pool);
+        if uplink.is_up() {
+            let mut frame = [0u8; 64];
+            if let Some(n) = host.poll(t, &mut frame) {
+                send_local(&mut uplink, &mut pool, &frame[..n]);
+            }
+        }
+        uplink.flush(&Xen);
+        drop(uplink);
+        if t >= next_quarantine_retry {
+            next_quarantine_retry = t + 1_000_000_000;
+            if pool.retry_quarantined() > 0 {
+                log::info!("grant pool: quarantined pages released");
+            }
+        }
 
         if t >= next_stats {
             next_stats = t + stats_every;
@@ -320,7 +411,8 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
             continue;
         }
         // Idle: wake for the next deadline (stats, xenstore timeouts) or any event.
-        let deadline = next_stats.min(t + 1_000_000_000);
+        let deadline =
+            next_stats.min(t + 1_000_000_000).min(host.next_deadline().unwrap_or(u64::MAX).max(t + 1_000_000));
         let _ = hypercall::set_timer_op(deadline);
         if !events.harvest() {
             IDLE_SLEEPS.fetch_add(1, Ordering::Relaxed);
@@ -381,6 +473,8 @@ fn register_counters() {
     r.register("loop.passes", &LOOP_PASSES);
     r.register("loop.idle_sleeps", &IDLE_SLEEPS);
     r.register("xenstore.notifies", &XS_NOTIFIES);
+    r.register("uplink.not_for_us", &UPLINK_NOT_FOR_US);
+    r.register("uplink.local_tx_drops", &UPLINK_LOCAL_TX_DROPS);
     r.register("console.lines_written", &console::LINES_WRITTEN);
     r.register("console.lines_dropped", &console::LINES_DROPPED);
 }
@@ -395,7 +489,20 @@ fn summary_line() {
     log::info!("{}", line.as_str());
 }
 
-fn dump_counters(xs: &Client, control: &Control) {
+/// Sends a frame we built ourselves (ARP) on the uplink, in a fresh pool slot.
+fn send_local(uplink: &mut Netfront, pool: &mut Pool, frame: &[u8]) {
+    let Some(mut slot) = pool.take() else {
+        UPLINK_LOCAL_TX_DROPS.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    slot.bytes_mut()[..frame.len()].copy_from_slice(frame);
+    if let Err(slot) = uplink.transmit(pool, slot, 0, frame.len() as u16, LOCAL_FRAME) {
+        UPLINK_LOCAL_TX_DROPS.fetch_add(1, Ordering::Relaxed);
+        pool.put_back(slot);
+    }
+}
+
+fn dump_counters(xs: &Client, control: &Control, uplink: &Netfront, pool: &Pool, host: &UplinkHost) {
     log::info!("counters dump begin");
     COUNTERS.lock().for_each(|n, v| log::info!("  {} = {}", n, v));
     log::info!("  irq.upcalls = {}", idt::upcalls());
@@ -405,5 +512,28 @@ fn dump_counters(xs: &Client, control: &Control) {
     log::info!("  xenstore.in_flight = {}", xs.in_flight());
     log::info!("  control.errors = {}", control.errors);
     log::info!("  control.ignored_requests = {}", control.ignored_requests);
+    let c = pool.counts();
+    log::info!(
+        "  pool: capacity={} free={} private={} lent={} shared={} quarantined={}",
+        c.capacity,
+        c.free,
+        c.private,
+        c.lent,
+        c.shared,
+        c.quarantined
+    );
+    log::info!("  pool.stats = {:?}", pool.stats());
+    let (rx_posted, tx_in_flight) = uplink.in_flight();
+    log::info!(
+        "  uplink: phase={:?} devid={:?} backend={} rx_posted={} tx_in_flight={} port={:?}",
+        uplink.phase(),
+        uplink.devid(),
+        uplink.backend_id(),
+        rx_posted,
+        tx_in_flight,
+        uplink.port()
+    );
+    log::info!("  uplink.counters = {:?}", uplink.counters());
+    log::info!("  uplink.host = {:?}", host.counters);
     log::info!("counters dump end");
 }

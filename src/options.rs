@@ -1,6 +1,8 @@
 //! The appliance's command line: `key=value` words. Qubes passes its own kernel options too,
 //! so unknown words are reported back (to be warned about) and otherwise ignored.
 
+use core::net::Ipv4Addr;
+
 /// Log verbosity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
@@ -36,11 +38,26 @@ pub struct Options {
     pub stats_interval_s: u32,
     /// `debug-crash=pagefault|stack`: fault on purpose once booted.
     pub debug_crash: Option<DebugCrash>,
+    /// `ip=A.B.C.D/LEN`: the uplink address (until QubesDB provides it).
+    pub uplink_ip: Option<(Ipv4Addr, u8)>,
+    /// `gw=A.B.C.D`: the uplink gateway.
+    pub gateway: Option<Ipv4Addr>,
+    /// `debug-echo=1`: answer ICMP echo and UDP port 7 on our own addresses (testing only;
+    /// Linux sys-firewall answers neither on its uplink).
+    pub debug_echo: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { log_level: LogLevel::Info, seed: None, stats_interval_s: 0, debug_crash: None }
+        Options {
+            log_level: LogLevel::Info,
+            seed: None,
+            stats_interval_s: 0,
+            debug_crash: None,
+            uplink_ip: None,
+            gateway: None,
+            debug_echo: false,
+        }
     }
 }
 
@@ -77,6 +94,14 @@ impl Options {
                     _ => None,
                 }
                 .map(|c| o.debug_crash = Some(c)),
+                "ip" => parse_cidr(value).map(|a| o.uplink_ip = Some(a)),
+                "gw" => value.parse().ok().map(|g| o.gateway = Some(g)),
+                "debug-echo" => match value {
+                    "1" | "on" | "" => Some(true),
+                    "0" | "off" => Some(false),
+                    _ => None,
+                }
+                .map(|e| o.debug_echo = e),
                 _ => {
                     ignored(Ignored::Unknown(word));
                     continue;
@@ -88,6 +113,12 @@ impl Options {
         }
         o
     }
+}
+
+fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    let len: u8 = len.parse().ok().filter(|l| (1..=32).contains(l))?;
+    Some((ip.parse().ok()?, len))
 }
 
 fn parse_u64(s: &str) -> Option<u64> {
@@ -123,6 +154,17 @@ mod tests {
         let o = Options::parse("seed= stats=-1 debug-crash=maybe = ==", |_| n += 1);
         assert_eq!(o, Options::default());
         assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn uplink_options() {
+        let o = Options::parse("ip=10.137.0.5/24 gw=10.137.0.1 debug-echo=1", |_| panic!());
+        assert_eq!(o.uplink_ip, Some((Ipv4Addr::new(10, 137, 0, 5), 24)));
+        assert_eq!(o.gateway, Some(Ipv4Addr::new(10, 137, 0, 1)));
+        assert!(o.debug_echo);
+        let mut bad = 0;
+        let o = Options::parse("ip=10.0.0.1 ip=10.0.0.1/33 ip=300.1.1.1/8 gw=x debug-echo=maybe", |_| bad += 1);
+        assert_eq!((o.uplink_ip, o.gateway, o.debug_echo, bad), (None, None, false, 5));
     }
 
     #[test]

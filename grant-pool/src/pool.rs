@@ -54,6 +54,12 @@ pub struct Slot<S> {
     _state: PhantomData<S>,
 }
 
+// Safety: a slot handle owns its page exclusively (like a `Box`): moving it to another
+// thread moves that ownership, and `&Slot` only yields `&[u8]`.
+unsafe impl<S> Send for Slot<S> {}
+// Safety: as above; shared references only read.
+unsafe impl<S> Sync for Slot<S> {}
+
 impl<S> Slot<S> {
     /// The slot's index in its pool (stable for the pool's lifetime).
     pub fn index(&self) -> u16 {

@@ -23,7 +23,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 /// All scenarios, in the order they run by default.
-const SCENARIOS: &[&str] = &["boot", "shutdown", "crash"];
+const SCENARIOS: &[&str] = &["boot", "shutdown", "crash", "uplink", "uplink-reconnect"];
 
 /// Files the harness image is built from (relative to tests/harness).
 const IMAGE_INPUTS: &[&str] =
@@ -218,8 +218,24 @@ fn guest_dir(elf: &Path, scenarios: &[&str]) -> Result<PathBuf> {
     let src = root().join("tests").join("harness").join("guest");
     copy_tree(&src, &dir)?;
     fs::copy(elf, dir.join("portcullis")).map_err(|e| e.to_string())?;
+    build_tools(&dir.join("tools"))?;
     fs::write(dir.join("scenarios.list"), scenarios.join("\n") + "\n").map_err(|e| e.to_string())?;
     Ok(dir)
+}
+
+/// Builds the harness's dom0 test tools (`tests/harness/tools/*.c`) as static binaries: the
+/// harness dom0 has no compiler.
+fn build_tools(out: &Path) -> Result<()> {
+    fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let src = root().join("tests").join("harness").join("tools");
+    for entry in fs::read_dir(&src).map_err(|e| format!("{}: {e}", src.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.extension().is_some_and(|e| e == "c") {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("tool");
+            run(Command::new("cc").args(["-O2", "-static", "-Wall", "-Werror", "-o"]).arg(out.join(stem)).arg(&path))?;
+        }
+    }
+    Ok(())
 }
 
 fn copy_tree(src: &Path, dst: &Path) -> Result<()> {

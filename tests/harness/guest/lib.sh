@@ -7,11 +7,13 @@ elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 # fail REASON: print why and stop the scenario (the runner prints logs).
 fail() { echo "$*" > /tmp/scenario-reason; exit 1; }
 
-# portcullis_start NAME [EXTRA_CMDLINE]: xl create a portcullis domain with a fresh console log.
+# portcullis_start NAME [EXTRA_CMDLINE] [CFG_LINE]: xl create a portcullis domain with a fresh
+# console log; CFG_LINE (e.g. a vif = [...] line) is appended to the xl config.
 portcullis_start() {
-    local name=$1 extra=${2:-}
+    local name=$1 extra=${2:-} cfgline=${3:-}
     sed -e "s/^name .*/name = \"$name\"/" -e "s|^extra .*|extra = \"loglevel=info $extra\"|" \
         /guest/portcullis.cfg > /tmp/$name.cfg
+    [ -n "$cfgline" ] && echo "$cfgline" >> /tmp/$name.cfg
     : > "$CONSOLE_DIR/guest-$name.log"
     : > "/var/log/xen/xl-$name.log" 2>/dev/null
     xl create /tmp/$name.cfg >/tmp/$name.create.log 2>&1 || { cat /tmp/$name.create.log; fail "xl create failed"; }
@@ -44,3 +46,22 @@ cpu_seconds() { xl list "$1" 2>/dev/null | awk 'NR==2{print $6}'; }
 
 # shutdown_reason NAME: the reason code xl logged when the domain died.
 shutdown_reason() { sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' "/var/log/xen/xl-$1.log" | tail -1; }
+
+# dump_counters NAME OUT: asks the domain for a counters dump and saves it to OUT.
+dump_counters() {
+    local name=$1 out=$2 domid before
+    domid=$(xl domid "$name") || return 1
+    before=$(grep -c "counters dump end" "$CONSOLE_DIR/guest-$name.log")
+    xenstore-write "/local/domain/$domid/data/portcullis/dump" 1
+    local end=$(( $(date +%s) + 10 ))
+    while [ "$(grep -c "counters dump end" "$CONSOLE_DIR/guest-$name.log")" -le "$before" ]; do
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 0.2
+    done
+    # The last dump only.
+    awk '/counters dump begin/{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' \
+        "$CONSOLE_DIR/guest-$name.log" | sed -n '/counters dump begin/,/counters dump end/p' > "$out"
+}
+
+# pool_line FILE: the grant pool's state line of a dump.
+pool_line() { grep -o 'pool: capacity=.*' "$1" | head -1; }

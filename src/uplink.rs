@@ -1,0 +1,313 @@
+//! portcullis's own presence on the uplink: its address, ARP, the gateway's MAC, and (for
+//! testing only) an ICMP echo responder and a UDP echo service.
+//!
+//! Like Linux `sys-firewall`, portcullis answers nothing else addressed to its uplink address
+//! by default: such frames are dropped and counted. Replies are written **in place** into
+//! the received frame's slot, so the netfront can send that slot straight back.
+
+use core::net::Ipv4Addr;
+
+use netstack::ethernet::{self, EtherType, EthernetAddress};
+use netstack::ip::IpProtocol;
+use netstack::{arp, builder, ipv4, udp};
+use xen_front::netif::ChecksumOffload;
+
+/// The UDP port of the debug echo service.
+pub const UDP_ECHO_PORT: u16 = 7;
+/// The gateway MAC used when ARP gets no answer (Qubes' convention for its virtual links).
+pub const GATEWAY_MAC_FALLBACK: EthernetAddress = EthernetAddress([0xfe, 0xff, 0xff, 0xff, 0xff, 0xff]);
+/// ARP requests for the gateway before falling back.
+pub const GATEWAY_ARP_ATTEMPTS: u32 = 5;
+/// Interval between them.
+pub const GATEWAY_ARP_INTERVAL_NS: u64 = 1_000_000_000;
+/// Interval of the re-tries after the fallback.
+pub const GATEWAY_ARP_SLOW_INTERVAL_NS: u64 = 30_000_000_000;
+/// The largest frame echoed (MTU 1500 plus the Ethernet header).
+pub const MAX_FRAME: usize = 1514;
+
+/// The uplink's addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UplinkAddress {
+    /// Our address.
+    pub ip: Ipv4Addr,
+    /// The netmask's prefix length.
+    pub prefix_len: u8,
+    /// The gateway (sys-net).
+    pub gateway: Ipv4Addr,
+}
+
+/// Why a frame from the uplink stopped here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostDrop {
+    /// Not IPv4 or ARP (IPv6 is its own issue).
+    UnsupportedEtherType,
+    /// Shorter than its headers say, or its checksum is wrong.
+    Malformed,
+    /// ARP not asking for us and not from the gateway.
+    ArpNotForUs,
+    /// Addressed to us but not a service we answer (Linux sys-firewall drops these too).
+    ToSelfDropped,
+    /// No address configured yet.
+    NoAddress,
+}
+
+/// What to do with a frame from the uplink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostVerdict {
+    /// Addressed elsewhere: the forwarding path's business.
+    NotForUs,
+    /// Consumed (an ARP reply we learned from, …).
+    Consumed,
+    /// Dropped, for this reason.
+    Dropped(HostDrop),
+    /// A reply of `len` bytes now sits where the frame was: send it.
+    Reply {
+        /// Its length.
+        len: usize,
+        /// Its checksum state.
+        csum: ChecksumOffload,
+    },
+}
+
+/// Counters of the uplink host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostCounters {
+    /// ARP requests for our address answered.
+    pub arp_replies: u64,
+    /// ARP requests sent for the gateway.
+    pub arp_requests: u64,
+    /// Times the gateway's MAC was learned (or changed).
+    pub gateway_learned: u64,
+    /// ICMP echo requests answered (debug).
+    pub echo_replies: u64,
+    /// UDP datagrams echoed (debug).
+    pub udp_echoes: u64,
+    /// Frames dropped, all reasons.
+    pub dropped: u64,
+    /// Of which: addressed to us, not answered.
+    pub to_self_dropped: u64,
+    /// Of which: malformed.
+    pub malformed: u64,
+    /// Of which: not IPv4/ARP.
+    pub unsupported: u64,
+}
+
+/// portcullis on the uplink.
+#[derive(Debug)]
+pub struct UplinkHost {
+    addr: Option<UplinkAddress>,
+    mac: EthernetAddress,
+    gateway_mac: Option<EthernetAddress>,
+    arp_attempts: u32,
+    next_arp_ns: u64,
+    debug_echo: bool,
+    /// What happened.
+    pub counters: HostCounters,
+}
+
+impl UplinkHost {
+    /// A host with an address (or none yet), the debug echo services on or off.
+    pub const fn new(addr: Option<UplinkAddress>, debug_echo: bool) -> Self {
+        UplinkHost {
+            addr,
+            mac: EthernetAddress::ZERO,
+            gateway_mac: None,
+            arp_attempts: 0,
+            next_arp_ns: 0,
+            debug_echo,
+            counters: HostCounters {
+                arp_replies: 0,
+                arp_requests: 0,
+                gateway_learned: 0,
+                echo_replies: 0,
+                udp_echoes: 0,
+                dropped: 0,
+                to_self_dropped: 0,
+                malformed: 0,
+                unsupported: 0,
+            },
+        }
+    }
+
+    /// Our address.
+    pub fn address(&self) -> Option<UplinkAddress> {
+        self.addr
+    }
+
+    /// The gateway's MAC: learned, else the fallback once ARP gave up, else `None`.
+    pub fn gateway_mac(&self) -> Option<EthernetAddress> {
+        self.gateway_mac.or((self.arp_attempts >= GATEWAY_ARP_ATTEMPTS).then_some(GATEWAY_MAC_FALLBACK))
+    }
+
+    /// The link came up with MAC `mac`: writes a gratuitous ARP into `buf` (returns its
+    /// length) and starts looking for the gateway.
+    pub fn on_link_up(&mut self, mac: [u8; 6], now_ns: u64, buf: &mut [u8]) -> Option<usize> {
+        self.mac = EthernetAddress(mac);
+        self.arp_attempts = 0;
+        self.next_arp_ns = now_ns;
+        let addr = self.addr?;
+        builder::gratuitous_arp(buf, self.mac, addr.ip).ok()
+    }
+
+    /// When to call [`poll`](Self::poll) next (an ARP retry), if ever.
+    pub fn next_deadline(&self) -> Option<u64> {
+        (self.addr.is_some() && self.gateway_mac.is_none()).then_some(self.next_arp_ns)
+    }
+
+    /// Timers: an ARP request for the gateway, if one is due, written into `buf`.
+    pub fn poll(&mut self, now_ns: u64, buf: &mut [u8]) -> Option<usize> {
+        let addr = self.addr?;
+        if self.gateway_mac.is_some() || now_ns < self.next_arp_ns || self.mac == EthernetAddress::ZERO {
+            return None;
+        }
+        self.arp_attempts = self.arp_attempts.saturating_add(1);
+        self.next_arp_ns = now_ns
+            + if self.arp_attempts < GATEWAY_ARP_ATTEMPTS {
+                GATEWAY_ARP_INTERVAL_NS
+            } else {
+                if self.arp_attempts == GATEWAY_ARP_ATTEMPTS {
+                    log::warn!("uplink: gateway {} does not answer ARP; using fe:ff:ff:ff:ff:ff", addr.gateway);
+                }
+                GATEWAY_ARP_SLOW_INTERVAL_NS
+            };
+        self.counters.arp_requests += 1;
+        builder::arp_request(buf, self.mac, addr.ip, addr.gateway).ok()
+    }
+
+    fn drop(&mut self, why: HostDrop) -> HostVerdict {
+        self.counters.dropped += 1;
+        match why {
+            HostDrop::ToSelfDropped => self.counters.to_self_dropped += 1,
+            HostDrop::Malformed => self.counters.malformed += 1,
+            HostDrop::UnsupportedEtherType => self.counters.unsupported += 1,
+            _ => {}
+        }
+        HostVerdict::Dropped(why)
+    }
+
+    /// Looks at a frame from the uplink (`frame` is exactly the frame; the slot's room
+    /// after it is not needed: replies are never longer than their requests).
+    pub fn handle(&mut self, frame: &mut [u8], csum: ChecksumOffload) -> HostVerdict {
+        let Ok(eth) = ethernet::Frame::new_checked(&*frame) else {
+            return self.drop(HostDrop::Malformed);
+        };
+        match eth.ethertype() {
+            EtherType::Arp => self.handle_arp(frame),
+            EtherType::Ipv4 => self.handle_ipv4(frame, csum),
+            _ => self.drop(HostDrop::UnsupportedEtherType),
+        }
+    }
+
+    fn handle_arp(&mut self, frame: &mut [u8]) -> HostVerdict {
+        let Some(addr) = self.addr else { return self.drop(HostDrop::NoAddress) };
+        let repr = match arp::Packet::new_checked(&frame[ethernet::HEADER_LEN..]).and_then(|p| arp::Repr::parse(&p)) {
+            Ok(r) => r,
+            Err(_) => return self.drop(HostDrop::Malformed),
+        };
+        let mut verdict = HostVerdict::Consumed;
+        if repr.source_protocol_addr == addr.gateway && repr.source_hardware_addr.is_unicast() {
+            if self.gateway_mac != Some(repr.source_hardware_addr) {
+                self.gateway_mac = Some(repr.source_hardware_addr);
+                self.counters.gateway_learned += 1;
+                log::info!("uplink: gateway {} is at {:02x?}", addr.gateway, repr.source_hardware_addr.0);
+            }
+        } else {
+            verdict = self.drop(HostDrop::ArpNotForUs);
+        }
+        if repr.operation == arp::Operation::Request
+            && repr.target_protocol_addr == addr.ip
+            && repr.source_hardware_addr.is_unicast()
+        {
+            if let Ok(len) =
+                builder::arp_reply(frame, self.mac, addr.ip, repr.source_hardware_addr, repr.source_protocol_addr)
+            {
+                if matches!(verdict, HostVerdict::Dropped(_)) {
+                    // It asked for us after all: not a drop.
+                    self.counters.dropped -= 1;
+                }
+                self.counters.arp_replies += 1;
+                return HostVerdict::Reply { len, csum: ChecksumOffload::default() };
+            }
+        }
+        verdict
+    }
+
+    fn handle_ipv4(&mut self, frame: &mut [u8], csum: ChecksumOffload) -> HostVerdict {
+        let Some(addr) = self.addr else { return self.drop(HostDrop::NoAddress) };
+        let ip = match ipv4::Packet::new_checked(&frame[ethernet::HEADER_LEN..]) {
+            Ok(p) => p,
+            Err(_) => return self.drop(HostDrop::Malformed),
+        };
+        if ip.dst_addr() != addr.ip {
+            return HostVerdict::NotForUs;
+        }
+        if !ip.verify_checksum() {
+            return self.drop(HostDrop::Malformed);
+        }
+        let proto = ip.next_header();
+        if !self.debug_echo || ip.is_fragment() {
+            return self.drop(HostDrop::ToSelfDropped);
+        }
+        let eth = ethernet::Frame::new_unchecked(&*frame);
+        let (src_mac, dst_mac) = (eth.src_addr(), eth.dst_addr());
+        if !src_mac.is_unicast() {
+            return self.drop(HostDrop::ToSelfDropped);
+        }
+        match proto {
+            IpProtocol::Icmp => {
+                // The builder reads the request while writing the reply: work from a copy.
+                let len = frame.len();
+                if len > MAX_FRAME {
+                    return self.drop(HostDrop::Malformed);
+                }
+                let mut request = [0u8; MAX_FRAME];
+                request[..len].copy_from_slice(frame);
+                match builder::icmpv4_echo_reply(frame, dst_mac, src_mac, &request[ethernet::HEADER_LEN..len]) {
+                    Ok(n) => {
+                        self.counters.echo_replies += 1;
+                        HostVerdict::Reply { len: n, csum: ChecksumOffload::default() }
+                    }
+                    Err(_) => self.drop(HostDrop::ToSelfDropped),
+                }
+            }
+            IpProtocol::Udp => self.udp_echo(frame, csum),
+            _ => self.drop(HostDrop::ToSelfDropped),
+        }
+    }
+
+    /// Echoes a UDP datagram to port 7 in place: swap the MAC, IP and port pairs. The UDP
+    /// checksum (complete or the pseudo-header partial sum of a `csum_blank` frame) is
+    /// unchanged by the swap, so the checksum state is carried as it came.
+    fn udp_echo(&mut self, frame: &mut [u8], csum: ChecksumOffload) -> HostVerdict {
+        let ip_total = {
+            let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
+            let Ok(u) = udp::Packet::new_checked(ip.payload()) else {
+                return self.drop(HostDrop::Malformed);
+            };
+            if u.dst_port() != UDP_ECHO_PORT {
+                return self.drop(HostDrop::ToSelfDropped);
+            }
+            usize::from(ip.total_len())
+        };
+        let mut eth = ethernet::Frame::new_unchecked(&mut *frame);
+        let (src, dst) = (eth.src_addr(), eth.dst_addr());
+        eth.set_src_addr(dst);
+        eth.set_dst_addr(src);
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
+        let (s, d) = (ip.src_addr(), ip.dst_addr());
+        ip.set_src_addr(d);
+        ip.set_dst_addr(s);
+        ip.set_ttl(builder::DEFAULT_TTL);
+        ip.fill_checksum();
+        let hl = ip.header_len();
+        let mut u = udp::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN + hl..]);
+        let (sp, dp) = (u.src_port(), u.dst_port());
+        u.set_src_port(dp);
+        u.set_dst_port(sp);
+        self.counters.udp_echoes += 1;
+        HostVerdict::Reply { len: ethernet::HEADER_LEN + ip_total, csum }
+    }
+}
+
+#[cfg(test)]
+mod tests;
