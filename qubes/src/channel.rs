@@ -1,7 +1,7 @@
 //! The byte transport every protocol here runs over.
 //!
 //! A vchan endpoint (in `xen-front`) implements [`ByteChannel`]; the host tests implement it
-//! with in-memory pipes of small capacity ([`crate::testing::Pipe`]).
+//! with in-memory pipes of small capacity (`testing::Pipe`, feature `test-utils`).
 
 /// A non-blocking, reliable, ordered byte stream to one peer (a vchan endpoint).
 ///
