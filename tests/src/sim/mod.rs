@@ -55,6 +55,11 @@
 //! held mapped by a peer so revokes fail, and [`Sim::destroy_domain`] kills a domain at any
 //! point (its channels close, its mappings go, `@releaseDomain` fires, its pages linger while
 //! mapped).
+//!
+//! # vchan
+//!
+//! [`vchan_peer`] plays a libxenvchan peer (server or client, any ring orders, hostile knobs)
+//! against `xen_front::vchan`, which runs in a [`vchan_peer::VchanGuest`].
 
 pub mod domain;
 pub mod evtchn;
@@ -62,6 +67,7 @@ pub mod gnttab;
 mod memory;
 pub mod netback;
 pub mod tool;
+pub mod vchan_peer;
 mod world;
 pub mod xenstored;
 
