@@ -44,6 +44,15 @@ impl Memory {
         (gfn, page)
     }
 
+    /// Adds `page` (memory the caller leaked for good, e.g. a grant pool's array) as a RAM
+    /// page of this domain and returns its GFN.
+    pub(crate) fn adopt(&mut self, page: SharedPage) -> Gfn {
+        let gfn = Gfn(self.next_gfn);
+        self.next_gfn += 1;
+        self.ram.insert(gfn, Page { page, foreign_maps: 0 });
+        gfn
+    }
+
     pub(crate) fn page(&self, gfn: Gfn) -> Option<SharedPage> {
         self.ram.get(&gfn).map(|p| p.page)
     }

@@ -56,6 +56,11 @@
 //! point (its channels close, its mappings go, `@releaseDomain` fires, its pages linger while
 //! mapped).
 //!
+//! # Netfront
+//!
+//! [`netfront`] plays Linux netfronts (honest and hostile) and libxl's vif attach/detach
+//! against our netback (`xen_front::netback`), which runs in a [`netfront::Portcullis`].
+//!
 //! # vchan
 //!
 //! [`vchan_peer`] plays a libxenvchan peer (server or client, any ring orders, hostile knobs)
@@ -66,6 +71,7 @@ pub mod evtchn;
 pub mod gnttab;
 mod memory;
 pub mod netback;
+pub mod netfront;
 pub mod tool;
 pub mod vchan_peer;
 mod world;
