@@ -18,7 +18,8 @@ for cycle in $(seq 1 10); do
     devid=$(xl network-list $N | awk 'NR==2{print $1}')
     [ -n "$devid" ] || fail "cycle $cycle: no vif to detach"
     xl network-detach $N "$devid" || fail "cycle $cycle: network-detach $devid failed"
-    xl network-attach $N bridge=xenbr0 || fail "cycle $cycle: network-attach failed"
+    # libxl would reuse the lowest free id: ask for a new one, as a re-plugged vif gets.
+    xl network-attach $N bridge=xenbr0 devid=$cycle || fail "cycle $cycle: network-attach failed"
     newid=$(xl network-list $N | awk 'NR==2{print $1}')
     [ "$newid" != "$devid" ] || fail "cycle $cycle: device id did not change ($devid)"
     t0=$(date +%s.%N); ok=
