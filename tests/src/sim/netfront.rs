@@ -232,6 +232,19 @@ impl VifDevice {
         }
     }
 
+    /// Like [`attach`](Self::attach), but the toolstack's own keys stay owned by dom0
+    /// (readable by the backend), so only the directory, `state` and `online` count against
+    /// the backend's xenstored node quota: what raising that quota in dom0 achieves, for
+    /// tests of the netback's own capacity limit.
+    pub fn attach_lean(sim: &Sim, be: DomId, fe: DomId, devid: u32, mac: &str, ip: Option<&str>) -> VifDevice {
+        let dev = Self::attach(sim, be, fe, devid, mac, ip);
+        let xs = sim.xs_tool(0);
+        for k in ["frontend", "frontend-id", "script", "mac", "handle", "type", "ip"] {
+            let _ = xs.set_perms(&format!("{}/{k}", dev.backend_path()), &["n0", &format!("r{be}")]);
+        }
+        dev
+    }
+
     /// `/local/domain/<be>/backend/vif/<fe>/<devid>`.
     pub fn backend_path(&self) -> String {
         format!("/local/domain/{}/backend/vif/{}/{}", self.be, self.fe, self.devid)
@@ -312,6 +325,9 @@ pub struct SimNetfront {
     cfg: FrontConfig,
     state: XenbusState,
     rings: Option<Rings>,
+    /// Our pages (2 rings, 16 RX and 16 TX buffers), allocated once and reused by every
+    /// connection so thousands of reconnects do not grow the domain.
+    pages: Vec<(xen_front::platform::Gfn, SharedPage)>,
     /// Grants the backend still held when we tried to end them.
     pub leaked_grants: u32,
     /// Responses that broke the protocol (more than requested, bad RX offsets...).
@@ -329,6 +345,7 @@ impl SimNetfront {
             cfg,
             state: XenbusState::Initialising,
             rings: None,
+            pages: Vec::new(),
             leaked_grants: 0,
             protocol_errors: 0,
         }
@@ -400,8 +417,11 @@ impl SimNetfront {
 
     fn connect(&mut self) {
         let be = self.dev.be;
-        let (tx_gfn, tx) = self.dom.alloc_page();
-        let (rx_gfn, rx) = self.dom.alloc_page();
+        if self.pages.is_empty() {
+            self.pages = (0..34).map(|_| self.dom.alloc_page()).collect();
+        }
+        let (tx_gfn, tx) = self.pages[0];
+        let (rx_gfn, rx) = self.pages[1];
         for p in [tx, rx] {
             // SHARED_RING_INIT
             p.fill(0, PAGE_SIZE, 0);
@@ -415,7 +435,7 @@ impl SimNetfront {
         let mut refs = vec![tx_ref, rx_ref];
         let mut rx_bufs = Vec::new();
         for i in 0..16 {
-            let (gfn, page) = self.dom.alloc_page();
+            let (gfn, page) = self.pages[2 + i as usize];
             let r = self.grant_ref(2 + i);
             assert!(self.dom.grant(r, be, gfn, false));
             refs.push(r);
@@ -423,7 +443,7 @@ impl SimNetfront {
         }
         let mut tx_bufs = Vec::new();
         for i in 0..16 {
-            let (gfn, page) = self.dom.alloc_page();
+            let (gfn, page) = self.pages[18 + i as usize];
             let r = self.grant_ref(18 + i);
             assert!(self.dom.grant(r, be, gfn, true)); // Linux grants TX pages read-only
             refs.push(r);

@@ -574,7 +574,8 @@ impl Netback {
             (Op::ReadFront(FKey::State), value) => {
                 let st = match value {
                     Value::Ok(v) => XenbusState::parse(v).map_or(FrontState::Garbage, FrontState::State),
-                    Value::Err(Error::NotFound) => FrontState::Gone,
+                    // A removed domain home reads as EACCES (its parent is dom0's).
+                    Value::Err(Error::NotFound | Error::AccessDenied) => FrontState::Gone,
                     Value::Err(e) => {
                         self.xs_failed(i, op, e, now);
                         return;
