@@ -79,7 +79,7 @@ impl Netfront {
         budget: usize,
         mut deliver: impl FnMut(&mut Slot<Private>, RxFrame) -> RxVerdict,
     ) -> usize {
-        if !self.is_up() {
+        if !self.is_up() || self.fault {
             return 0;
         }
         let backend = self.backend_id;
@@ -189,6 +189,10 @@ impl Netfront {
 
     /// Collects TX responses: each completed slot is reclaimed and returned to the pool.
     pub fn reap_tx<E: GrantEntries, const N: usize>(&mut self, pool: &mut GrantPool<E, N>) {
+        // A faulted ring is not read again (the fault was counted once); the close reclaims.
+        if self.fault || self.conn.as_ref().is_some_and(|c| c.tx.fault().is_some()) {
+            return;
+        }
         loop {
             let Some(c) = self.conn.as_mut() else { return };
             match c.tx.poll_responses() {

@@ -16,6 +16,8 @@ use crate::xs_path;
 const TOKEN_DEVICES: &str = "nf-devices";
 const TOKEN_BACKEND: &str = "nf-backend";
 const DEVICES: &str = "device/vif";
+/// How often a connected netfront re-reads its backend's state without being told.
+const BACKEND_CHECK_NS: u64 = 2_000_000_000;
 
 /// Where the handshake is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +222,14 @@ impl Netfront {
                 event = e;
             }
         }
+        // Watches are hints and a dead backend domain may leave nothing to fire them: re-read
+        // the backend's state now and then while connected.
+        if now >= self.next_backend_check {
+            self.next_backend_check = now + BACKEND_CHECK_NS;
+            if matches!(self.phase, Phase::Connecting | Phase::Connected) {
+                self.reread_backend = true;
+            }
+        }
         if self.relist && !self.op_in_flight(Op::ListDevices) {
             self.relist = false;
             self.submit(xs, now, TxId::NONE, Request::Directory(DEVICES), Op::ListDevices);
@@ -358,23 +368,27 @@ impl Netfront {
                 None
             }
             Op::ReadBackendState => {
+                let exists = result.is_ok();
                 let state = match result {
                     Ok(v) => XenbusState::parse(v),
                     // Gone: the backend directory was removed (detach, backend domain died).
-                    Err(XsError::NotFound) => Some(XenbusState::Closed),
+                    // xenstored answers EACCES rather than ENOENT when the parent went too.
+                    Err(XsError::NotFound | XsError::AccessDenied) => Some(XenbusState::Closed),
                     Err(e) => {
+                        // Retried by the periodic re-check, not at once (no request storm).
                         self.counters.xenstore_errors += 1;
                         log::warn!("uplink: reading backend state: {}", e);
-                        self.reread_backend = true;
                         return None;
                     }
                 };
                 let Some(state) = state else {
                     self.counters.bad_xenstore_values += 1;
-                    log::warn!("uplink: backend state is not a xenbus state; treating the backend as gone");
-                    return self.on_backend_state(xs, xen, pool, now, XenbusState::Closed, false);
+                    log::warn!("uplink: backend state is not a xenbus state; treating the backend as closing");
+                    // Closing, not Closed: it may still map our pages, so they are released
+                    // only once it says Closed (or disappears, or the close times out).
+                    return self.on_backend_state(xs, xen, pool, now, XenbusState::Closing, false);
                 };
-                self.on_backend_state(xs, xen, pool, now, state, result.is_ok())
+                self.on_backend_state(xs, xen, pool, now, state, exists)
             }
             Op::ReadFeatureRxCopy => {
                 if self.phase != Phase::CheckingFeatures {

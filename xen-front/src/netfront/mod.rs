@@ -134,6 +134,7 @@ pub struct Netfront {
     reread_backend: bool,
     pending_device: handshake::PendingDevice,
     close_deadline: u64,
+    next_backend_check: u64,
     fault: bool,
     conn: Option<Connection>,
     counters: NetfrontCounters,
@@ -163,6 +164,7 @@ impl Netfront {
             reread_backend: false,
             pending_device: handshake::PendingDevice::new(),
             close_deadline: 0,
+            next_backend_check: 0,
             fault: false,
             conn: None,
             counters: NetfrontCounters {
