@@ -58,8 +58,8 @@ fn frame(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn baseline(pc: &Portcullis) -> Resources {
-    let mut r = Resources::default();
-    r.watches = 2; // backend/vif and @releaseDomain
+    // backend/vif and @releaseDomain
+    let r = Resources { watches: 2, ..Resources::default() };
     assert_eq!(pc.nb.resources(), r);
     r
 }
@@ -202,7 +202,7 @@ fn detach_closes_removes_the_directory_and_frees_everything() {
     run(&mut pc, &mut [&mut f]);
     assert!(f.dev.backend_gone(), "backend directory removed");
     assert_eq!(f.state(), XenbusState::Closed);
-    assert_eq!(f.leaked_grants, 0, "every grant was unmapped before the frontend revoked it");
+    assert_eq!(f.leaked_grants, 0, "every grant came back once the backend unmapped");
     f.dev.remove_frontend();
     pc.settle();
     assert_eq!(pc.nb.resources(), base);

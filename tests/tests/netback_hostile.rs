@@ -225,7 +225,7 @@ fn a_request_index_jump_disconnects_the_client() {
     assert_eq!(w.pc.nb.stats().ring_faults, 1);
     assert!(vif(&w, &w.bad).is_none());
     assert_eq!(w.bad.state(), XenbusState::Closed);
-    assert_eq!(w.bad.leaked_grants, 0, "the rings were unmapped before the frontend revoked them");
+    assert_eq!(w.bad.leaked_grants, 0, "the rings were unmapped");
     good_still_works(&mut w);
 }
 
@@ -307,7 +307,7 @@ fn a_frontend_that_vanishes_mid_copy_is_torn_down() {
 #[test]
 fn a_client_that_never_completes_its_handshake_blocks_nobody() {
     let sim = Sim::new();
-    let mut pc = Portcullis::boot(&sim, pool);
+    let pc = Portcullis::boot(&sim, pool);
     // Forty stuck vifs (HVM stub domains that never connect) first, then a normal client.
     let mut stuck = Vec::new();
     for k in 0..40 {

@@ -174,6 +174,9 @@ impl Default for FrontConfig {
 #[derive(Clone, Debug)]
 pub struct VifDevice {
     sim: Sim,
+    /// The toolstack's xenstore connection (one per device lineage: connections are not
+    /// cheap in the simulated xenstored).
+    tool: std::sync::Arc<std::sync::Mutex<XsTool>>,
     /// Backend domain.
     pub be: DomId,
     /// Frontend domain.
@@ -186,8 +189,27 @@ impl VifDevice {
     /// `xl network-attach`: libxl's directories, keys and permissions for a vif of `fe` served
     /// by `be`. `ip` is the backend's `ip` key (e.g. `"10.137.0.5 fd09::5"`).
     pub fn attach(sim: &Sim, be: DomId, fe: DomId, devid: u32, mac: &str, ip: Option<&str>) -> VifDevice {
-        let dev = VifDevice { sim: sim.clone(), be, fe, devid };
-        let mut xs = sim.xs_tool(0);
+        let tool = std::sync::Arc::new(std::sync::Mutex::new(sim.xs_tool(0)));
+        Self::attach_with(sim, tool, be, fe, devid, mac, ip)
+    }
+
+    /// Attaches the same device again (`xl network-attach` after a detach), reusing the
+    /// toolstack connection.
+    pub fn reattach(&self, mac: &str, ip: Option<&str>) -> VifDevice {
+        Self::attach_with(&self.sim, self.tool.clone(), self.be, self.fe, self.devid, mac, ip)
+    }
+
+    fn attach_with(
+        sim: &Sim,
+        tool: std::sync::Arc<std::sync::Mutex<XsTool>>,
+        be: DomId,
+        fe: DomId,
+        devid: u32,
+        mac: &str,
+        ip: Option<&str>,
+    ) -> VifDevice {
+        let dev = VifDevice { sim: sim.clone(), tool, be, fe, devid };
+        let mut xs = dev.tool.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             xs.start().expect("transaction");
             let be_path = dev.backend_path();
@@ -225,7 +247,10 @@ impl VifDevice {
                 xs.write(&format!("{fe_path}/{k}"), v.as_bytes()).expect("frontend key");
             }
             match xs.commit() {
-                Ok(()) => return dev,
+                Ok(()) => {
+                    drop(xs);
+                    return dev;
+                }
                 Err(e) if e.0 == "EAGAIN" => continue,
                 Err(e) => panic!("attach commit: {e:?}"),
             }
@@ -238,10 +263,11 @@ impl VifDevice {
     /// tests of the netback's own capacity limit.
     pub fn attach_lean(sim: &Sim, be: DomId, fe: DomId, devid: u32, mac: &str, ip: Option<&str>) -> VifDevice {
         let dev = Self::attach(sim, be, fe, devid, mac, ip);
-        let xs = sim.xs_tool(0);
+        let xs = dev.tool.lock().unwrap_or_else(|e| e.into_inner());
         for k in ["frontend", "frontend-id", "script", "mac", "handle", "type", "ip"] {
             let _ = xs.set_perms(&format!("{}/{k}", dev.backend_path()), &["n0", &format!("r{be}")]);
         }
+        drop(xs);
         dev
     }
 
@@ -272,7 +298,7 @@ impl VifDevice {
 
     /// libxl's removal request: `online = 0`, `state = 5` in the backend directory.
     pub fn detach(&self) {
-        let xs = self.sim.xs_tool(0);
+        let xs = self.tool.lock().unwrap_or_else(|e| e.into_inner());
         let p = self.backend_path();
         // The backend may have removed it already (then there is nothing to ask).
         if self.backend_gone() {
@@ -284,13 +310,13 @@ impl VifDevice {
 
     /// libxl's last step: the frontend directory goes.
     pub fn remove_frontend(&self) {
-        let _ = self.sim.xs_tool(0).rm(&self.frontend_path());
+        let _ = self.tool.lock().unwrap_or_else(|e| e.into_inner()).rm(&self.frontend_path());
     }
 
     /// The toolstack forcibly removes the backend directory (e.g. `xl destroy` of a frontend
     /// whose backend did not answer).
     pub fn force_remove_backend(&self) {
-        let _ = self.sim.xs_tool(0).rm(&self.backend_path());
+        let _ = self.tool.lock().unwrap_or_else(|e| e.into_inner()).rm(&self.backend_path());
     }
 }
 
@@ -328,8 +354,10 @@ pub struct SimNetfront {
     /// Our pages (2 rings, 16 RX and 16 TX buffers), allocated once and reused by every
     /// connection so thousands of reconnects do not grow the domain.
     pages: Vec<(xen_front::platform::Gfn, SharedPage)>,
-    /// Grants the backend still held when we tried to end them.
+    /// Grants the backend still held when we tried to end them and still holds now (retried
+    /// on every [`step`](SimNetfront::step), like Linux's deferred grant list).
     pub leaked_grants: u32,
+    deferred: Vec<GrantRef>,
     /// Responses that broke the protocol (more than requested, bad RX offsets...).
     pub protocol_errors: u32,
 }
@@ -347,8 +375,17 @@ impl SimNetfront {
             rings: None,
             pages: Vec::new(),
             leaked_grants: 0,
+            deferred: Vec::new(),
             protocol_errors: 0,
         }
+    }
+
+    /// Serves `dev` (the same device attached again) from Initialising, keeping this
+    /// frontend's pages and xenstore connection.
+    pub fn reset(&mut self, dev: &VifDevice) {
+        self.teardown();
+        self.dev = dev.clone();
+        self.state = XenbusState::Initialising;
     }
 
     /// Our own xenbus state.
@@ -376,6 +413,9 @@ impl SimNetfront {
 
     /// One pass of `netback_changed`: reacts to the backend's state.
     pub fn step(&mut self) {
+        let dom = self.dom.clone();
+        self.deferred.retain(|&r| !dom.revoke(r));
+        self.leaked_grants = self.deferred.len() as u32;
         if self.cfg.passive {
             return;
         }
@@ -498,9 +538,10 @@ impl SimNetfront {
         let _ = self.dom.close(r.port);
         for gref in r.refs {
             if !self.dom.revoke(gref) {
-                self.leaked_grants += 1;
+                self.deferred.push(gref);
             }
         }
+        self.leaked_grants = self.deferred.len() as u32;
     }
 
     fn rings(&mut self) -> &mut Rings {
@@ -812,7 +853,8 @@ impl Portcullis {
     pub fn settle(&mut self) {
         for _ in 0..200 {
             self.control_pass();
-            if self.xs.in_flight() == 0 && self.xs.pop_event().is_none() {
+            if self.xs.in_flight() == 0 {
+                // Once more: the last replies may have produced events or new requests.
                 self.control_pass();
                 if self.xs.in_flight() == 0 {
                     return;

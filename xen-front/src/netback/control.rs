@@ -11,9 +11,7 @@ use crate::xenstore::{Client, DirEntries, Error, ReqId, Request, TxId};
 use super::link::{ConnectError, Link, window_gfns};
 use super::path::Path;
 use super::vif::{BKey, FKey, Op, Phase, Vif, WKey, WatchState};
-use super::{
-    CLOSE_GRACE_NS, FRONT_POLL_NS, FRONT_WATCH_MAX, MAX_VIFS, Netback, SWEEP_NS, XS_BUDGET, XS_TIMEOUT_NS,
-};
+use super::{CLOSE_GRACE_NS, FRONT_POLL_NS, FRONT_WATCH_MAX, MAX_VIFS, Netback, SWEEP_NS, XS_BUDGET, XS_TIMEOUT_NS};
 
 const TOKEN_VIFS: &str = "nb-vifs";
 const TOKEN_RELEASE: &str = "nb-release";
@@ -389,7 +387,11 @@ impl Netback {
             let req = Request::Watch { path: "@releaseDomain", token: TOKEN_RELEASE };
             self.global(xs, now, req, GlobalOp::WatchRelease);
         }
-        let scanning = self.global_ops.iter().flatten().any(|(_, o)| matches!(o, GlobalOp::ListFrontends | GlobalOp::ListDevices(_)));
+        let scanning = self
+            .global_ops
+            .iter()
+            .flatten()
+            .any(|(_, o)| matches!(o, GlobalOp::ListFrontends | GlobalOp::ListDevices(_)));
         if scanning {
             return;
         }
@@ -402,9 +404,7 @@ impl Netback {
             }
         } else if self.scan.running {
             self.finish_scan();
-        } else if self.scan.wanted
-            && self.global(xs, now, Request::Directory(VIFS_DIR), GlobalOp::ListFrontends)
-        {
+        } else if self.scan.wanted && self.global(xs, now, Request::Directory(VIFS_DIR), GlobalOp::ListFrontends) {
             self.scan.wanted = false;
             self.scan.running = true;
             self.scan.generation = self.scan.generation.wrapping_add(1);
@@ -537,7 +537,11 @@ impl Netback {
                         // No watch: the frontend is polled instead.
                         v.reread_front = true;
                         v.retry_at = now.saturating_add(RETRY_NS).max(1);
-                        log::warn!("netback: vif {}/{}: frontend watch refused ({e}); polling", v.info.domid, v.info.devid);
+                        log::warn!(
+                            "netback: vif {}/{}: frontend watch refused ({e}); polling",
+                            v.info.domid,
+                            v.info.devid
+                        );
                     }
                 }
             }
@@ -590,7 +594,11 @@ impl Netback {
                 {
                     self.stats.xs_errors += 1;
                     let v = &self.vifs[i];
-                    log::warn!("netback: vif {}/{}: removing the backend directory failed: {e}", v.info.domid, v.info.devid);
+                    log::warn!(
+                        "netback: vif {}/{}: removing the backend directory failed: {e}",
+                        v.info.domid,
+                        v.info.devid
+                    );
                 }
                 let v = &mut self.vifs[i];
                 v.nodes = 0;
@@ -795,7 +803,10 @@ impl Netback {
         use XenbusState as S;
         let v = &mut self.vifs[i];
         let closing_or_worse = matches!(st, FrontState::Gone | FrontState::Garbage)
-            || matches!(st, FrontState::State(S::Closing | S::Closed | S::Unknown | S::Reconfiguring | S::Reconfigured));
+            || matches!(
+                st,
+                FrontState::State(S::Closing | S::Closed | S::Unknown | S::Reconfiguring | S::Reconfigured)
+            );
         if st == FrontState::Garbage {
             log::warn!("netback: vif {}/{}: frontend state is garbage", v.info.domid, v.info.devid);
         }
@@ -815,17 +826,13 @@ impl Netback {
                     self.start_closing(i, xen, now);
                 }
             }
-            Phase::Closing { .. } => {
-                if st != FrontState::State(S::Closing) && st != FrontState::State(S::Connected) {
-                    v.phase = Phase::Closed;
-                    v.wrote = false;
-                }
+            Phase::Closing { .. } if st != FrontState::State(S::Closing) && st != FrontState::State(S::Connected) => {
+                v.phase = Phase::Closed;
+                v.wrote = false;
             }
-            Phase::Closed if v.wrote && v.online => {
-                if st == FrontState::State(S::Initialising) {
-                    log::info!("netback: vif {}/{}: frontend starts over", v.info.domid, v.info.devid);
-                    v.phase = Phase::Advertise(WKey::State(S::InitWait));
-                }
+            Phase::Closed if v.wrote && v.online && st == FrontState::State(S::Initialising) => {
+                log::info!("netback: vif {}/{}: frontend starts over", v.info.domid, v.info.devid);
+                v.phase = Phase::Advertise(WKey::State(S::InitWait));
             }
             _ => {}
         }

@@ -245,7 +245,11 @@ impl Netback {
             self.stats.malformed += 1;
             v.abuse += 1;
             if v.counters.malformed == 1 {
-                log::warn!("netback: vif {}/{}: malformed frame ({why}); answered with errors", v.info.domid, v.info.devid);
+                log::warn!(
+                    "netback: vif {}/{}: malformed frame ({why}); answered with errors",
+                    v.info.domid,
+                    v.info.devid
+                );
             }
         } else {
             let Some(slot) = pool.take() else { return false };
@@ -294,7 +298,7 @@ impl Netback {
                 }
             }
         }
-        for f in 0..self.batch.nframes {
+        for (f, slot) in slots.iter_mut().enumerate().take(self.batch.nframes) {
             let frame = self.batch.frames[f];
             let copies = &self.batch.copies[usize::from(frame.first_copy)..][..usize::from(frame.copies)];
             let copied = copies.iter().all(|c| c.status().is_ok());
@@ -312,8 +316,7 @@ impl Netback {
                 }
                 v.tx_dirty = true;
             }
-            let slot = slots[f].take();
-            match slot {
+            match slot.take() {
                 Some(slot) if ok => {
                     v.counters.rx_frames += 1;
                     v.counters.rx_bytes += u64::from(frame.meta.len);
