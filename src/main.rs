@@ -254,7 +254,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     let first_ref = grant_table.first_free_ref();
     // Safety: the only reference ever made to POOL_PAGES, taken once here at boot; the pool
     // owns the pages from now on.
-    let pool_pages = unsafe { &mut *(&raw mut POOL_PAGES) };
+    let Some(pool_pages) = (unsafe { (&raw mut POOL_PAGES).as_mut() }) else { boot_fail("grant pool pages") };
     let mut pool: Pool = match GrantPool::from_static(grant_table, first_ref, pool_pages, |a| a as u64 >> 12) {
         Ok(p) => p,
         Err(e) => {

@@ -217,17 +217,15 @@ impl UplinkHost {
         if repr.operation == arp::Operation::Request
             && repr.target_protocol_addr == addr.ip
             && repr.source_hardware_addr.is_unicast()
-        {
-            if let Ok(len) =
+            && let Ok(len) =
                 builder::arp_reply(frame, self.mac, addr.ip, repr.source_hardware_addr, repr.source_protocol_addr)
-            {
-                if matches!(verdict, HostVerdict::Dropped(_)) {
-                    // It asked for us after all: not a drop.
-                    self.counters.dropped -= 1;
-                }
-                self.counters.arp_replies += 1;
-                return HostVerdict::Reply { len, csum: ChecksumOffload::default() };
+        {
+            if matches!(verdict, HostVerdict::Dropped(_)) {
+                // It asked for us after all: not a drop.
+                self.counters.dropped -= 1;
             }
+            self.counters.arp_replies += 1;
+            return HostVerdict::Reply { len, csum: ChecksumOffload::default() };
         }
         verdict
     }
