@@ -9,7 +9,7 @@ use core::net::Ipv4Addr;
 
 use netstack::ethernet::{self, EtherType, EthernetAddress};
 use netstack::ip::IpProtocol;
-use netstack::{arp, builder, ipv4, udp};
+use netstack::{arp, builder, checksum, icmpv4, ipv4, udp};
 use xen_front::netif::ChecksumOffload;
 
 /// The UDP port of the debug echo service.
@@ -22,8 +22,6 @@ pub const GATEWAY_ARP_ATTEMPTS: u32 = 5;
 pub const GATEWAY_ARP_INTERVAL_NS: u64 = 1_000_000_000;
 /// Interval of the re-tries after the fallback.
 pub const GATEWAY_ARP_SLOW_INTERVAL_NS: u64 = 30_000_000_000;
-/// The largest frame echoed (MTU 1500 plus the Ethernet header).
-pub const MAX_FRAME: usize = 1514;
 
 /// The uplink's addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,38 +244,59 @@ impl UplinkHost {
         if !self.debug_echo || ip.is_fragment() {
             return self.drop(HostDrop::ToSelfDropped);
         }
-        let eth = ethernet::Frame::new_unchecked(&*frame);
-        let (src_mac, dst_mac) = (eth.src_addr(), eth.dst_addr());
-        if !src_mac.is_unicast() {
+        if !ethernet::Frame::new_unchecked(&*frame).src_addr().is_unicast() {
             return self.drop(HostDrop::ToSelfDropped);
         }
         match proto {
-            IpProtocol::Icmp => {
-                // The builder reads the request while writing the reply: work from a copy.
-                let len = frame.len();
-                if len > MAX_FRAME {
-                    return self.drop(HostDrop::Malformed);
-                }
-                let mut request = [0u8; MAX_FRAME];
-                request[..len].copy_from_slice(frame);
-                match builder::icmpv4_echo_reply(frame, dst_mac, src_mac, &request[ethernet::HEADER_LEN..len]) {
-                    Ok(n) => {
-                        self.counters.echo_replies += 1;
-                        HostVerdict::Reply { len: n, csum: ChecksumOffload::default() }
-                    }
-                    Err(_) => self.drop(HostDrop::ToSelfDropped),
-                }
-            }
+            IpProtocol::Icmp => self.icmp_echo(frame),
             IpProtocol::Udp => self.udp_echo(frame, csum),
             _ => self.drop(HostDrop::ToSelfDropped),
         }
     }
 
-    /// Echoes a UDP datagram to port 7 in place: swap the MAC, IP and port pairs. The UDP
+    /// Turns a checked IPv4 frame addressed to us around in place: Ethernet destination =
+    /// its source, source = our MAC; IP addresses swapped, TTL reset, header checksum
+    /// refilled. Returns the IP header length and the frame's length (without padding).
+    fn turn_around(&self, frame: &mut [u8]) -> (usize, usize) {
+        let mut eth = ethernet::Frame::new_unchecked(&mut *frame);
+        let src = eth.src_addr();
+        eth.set_dst_addr(src);
+        eth.set_src_addr(self.mac);
+        let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
+        let (s, d) = (ip.src_addr(), ip.dst_addr());
+        ip.set_src_addr(d);
+        ip.set_dst_addr(s);
+        ip.set_ttl(builder::DEFAULT_TTL);
+        ip.fill_checksum();
+        (ip.header_len(), ethernet::HEADER_LEN + usize::from(ip.total_len()))
+    }
+
+    /// Answers an ICMP echo request in place: turned around, type 8 → 0, checksum updated
+    /// incrementally (RFC 1624), data untouched.
+    fn icmp_echo(&mut self, frame: &mut [u8]) -> HostVerdict {
+        let is_request = {
+            let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
+            icmpv4::Packet::new_checked(ip.payload())
+                .and_then(|p| icmpv4::Repr::parse(&p))
+                .is_ok_and(|r| matches!(r, icmpv4::Repr::EchoRequest { .. }))
+        };
+        if !is_request {
+            return self.drop(HostDrop::ToSelfDropped);
+        }
+        let (hl, len) = self.turn_around(frame);
+        let mut icmp = icmpv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN + hl..len]);
+        icmp.set_msg_type(icmpv4::Message::EchoReply);
+        // The type/code word goes from 0x0800 (echo request, code 0) to 0x0000.
+        icmp.set_checksum(checksum::update16(icmp.checksum(), 0x0800, 0x0000));
+        self.counters.echo_replies += 1;
+        HostVerdict::Reply { len, csum: ChecksumOffload::default() }
+    }
+
+    /// Echoes a UDP datagram to port 7 in place: turned around, ports swapped. The UDP
     /// checksum (complete or the pseudo-header partial sum of a `csum_blank` frame) is
-    /// unchanged by the swap, so the checksum state is carried as it came.
+    /// unchanged by the swaps, so the checksum state is carried as it came.
     fn udp_echo(&mut self, frame: &mut [u8], csum: ChecksumOffload) -> HostVerdict {
-        let ip_total = {
+        {
             let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
             let Ok(u) = udp::Packet::new_checked(ip.payload()) else {
                 return self.drop(HostDrop::Malformed);
@@ -285,25 +304,14 @@ impl UplinkHost {
             if u.dst_port() != UDP_ECHO_PORT {
                 return self.drop(HostDrop::ToSelfDropped);
             }
-            usize::from(ip.total_len())
-        };
-        let mut eth = ethernet::Frame::new_unchecked(&mut *frame);
-        let (src, dst) = (eth.src_addr(), eth.dst_addr());
-        eth.set_src_addr(dst);
-        eth.set_dst_addr(src);
-        let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
-        let (s, d) = (ip.src_addr(), ip.dst_addr());
-        ip.set_src_addr(d);
-        ip.set_dst_addr(s);
-        ip.set_ttl(builder::DEFAULT_TTL);
-        ip.fill_checksum();
-        let hl = ip.header_len();
+        }
+        let (hl, len) = self.turn_around(frame);
         let mut u = udp::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN + hl..]);
         let (sp, dp) = (u.src_port(), u.dst_port());
         u.set_src_port(dp);
         u.set_dst_port(sp);
         self.counters.udp_echoes += 1;
-        HostVerdict::Reply { len: ethernet::HEADER_LEN + ip_total, csum }
+        HostVerdict::Reply { len, csum }
     }
 }
 
