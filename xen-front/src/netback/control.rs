@@ -9,9 +9,11 @@ use crate::xenbus::{XenbusState, parse_mac, parse_u32};
 use crate::xenstore::{Client, DirEntries, Error, ReqId, Request, TxId};
 
 use super::link::{ConnectError, Link, window_gfns};
-use super::path::Path;
+use super::path::{PATH_MAX, backend_path, frontend_path};
 use super::vif::{BKey, FKey, Op, Phase, Vif, WKey, WatchState};
 use super::{CLOSE_GRACE_NS, FRONT_POLL_NS, FRONT_WATCH_MAX, MAX_VIFS, Netback, SWEEP_NS, XS_BUDGET, XS_TIMEOUT_NS};
+use crate::xenstore::PathBuf;
+use crate::xs_path;
 
 const TOKEN_VIFS: &str = "nb-vifs";
 const TOKEN_RELEASE: &str = "nb-release";
@@ -87,12 +89,8 @@ fn parse_ips(v: &[u8]) -> Option<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
     Some((v4, v6))
 }
 
-fn front_token(index: usize, out: &mut [u8; 16]) -> &str {
-    let mut p = Path::new();
-    let _ = core::fmt::Write::write_fmt(&mut p, format_args!("{TOKEN_FRONT}{index}"));
-    let s = p.as_str().as_bytes();
-    out[..s.len()].copy_from_slice(s);
-    core::str::from_utf8(&out[..s.len()]).unwrap_or(TOKEN_FRONT)
+fn front_token(index: usize) -> PathBuf<16> {
+    xs_path!(16; "{TOKEN_FRONT}{index}")
 }
 
 impl Netback {
@@ -397,9 +395,8 @@ impl Netback {
         }
         if self.scan.running && self.scan.next < self.scan.count {
             let fe = self.scan.fes[self.scan.next];
-            let mut p = Path::new();
-            let _ = core::fmt::Write::write_fmt(&mut p, format_args!("{VIFS_DIR}/{fe}"));
-            if self.global(xs, now, Request::Directory(p.as_str()), GlobalOp::ListDevices(fe)) {
+            let p = xs_path!(PATH_MAX; "{VIFS_DIR}/{fe}");
+            if self.global(xs, now, Request::Directory(p.as_str().unwrap_or("")), GlobalOp::ListDevices(fe)) {
                 self.scan.next += 1;
             }
         } else if self.scan.running {
@@ -445,20 +442,23 @@ impl Netback {
         };
         let v = &self.vifs[i];
         let (fe, devid) = (v.info.domid, v.info.devid);
-        let mut token_buf = [0u8; 16];
+        let token = front_token(i);
+        let token = token.as_str().unwrap_or(TOKEN_FRONT);
         let path = match op {
-            Op::Read(k) => Path::backend(fe, devid, Some(bkey_name(k))),
-            Op::ReadFront(k) => Path::frontend(fe, devid, Some(fkey_name(k))),
-            Op::Write(k) => Path::backend(fe, devid, Some(wkey_name(k))),
-            Op::WatchFront | Op::UnwatchFront => Path::frontend(fe, devid, Some("state")),
-            Op::Remove => Path::backend(fe, devid, None),
+            Op::Read(k) => backend_path(fe, devid, Some(bkey_name(k))),
+            Op::ReadFront(k) => frontend_path(fe, devid, Some(fkey_name(k))),
+            Op::Write(k) => backend_path(fe, devid, Some(wkey_name(k))),
+            Op::WatchFront | Op::UnwatchFront => frontend_path(fe, devid, Some("state")),
+            Op::Remove => backend_path(fe, devid, None),
         };
+        // An overflowed path reads as empty, which xenstored refuses (never cut short).
+        let path = path.as_str().unwrap_or("");
         let req = match op {
-            Op::Read(_) | Op::ReadFront(_) => Request::Read(path.as_str()),
-            Op::Write(k) => Request::Write(path.as_str(), wkey_value(k).as_bytes()),
-            Op::WatchFront => Request::Watch { path: path.as_str(), token: front_token(i, &mut token_buf) },
-            Op::UnwatchFront => Request::Unwatch { path: path.as_str(), token: front_token(i, &mut token_buf) },
-            Op::Remove => Request::Rm(path.as_str()),
+            Op::Read(_) | Op::ReadFront(_) => Request::Read(path),
+            Op::Write(k) => Request::Write(path, wkey_value(k).as_bytes()),
+            Op::WatchFront => Request::Watch { path, token },
+            Op::UnwatchFront => Request::Unwatch { path, token },
+            Op::Remove => Request::Rm(path),
         };
         let Some(id) = self.submit(xs, now, req) else { return };
         let v = &mut self.vifs[i];
@@ -635,7 +635,7 @@ impl Netback {
         };
         let ok = match k {
             BKey::FrontendId => parse_u32(bytes) == Some(u32::from(fe)),
-            BKey::Frontend => bytes == Path::frontend(fe, devid, None).as_str().as_bytes(),
+            BKey::Frontend => frontend_path(fe, devid, None).as_str().is_some_and(|p| bytes == p.as_bytes()),
             BKey::Mac => parse_mac(bytes).map(|m| v.info.mac = m).is_some(),
             BKey::Ip => parse_ips(bytes).map(|(a, b)| (v.info.ipv4, v.info.ipv6) = (a, b)).is_some(),
             BKey::Online => match bytes {
@@ -978,7 +978,6 @@ mod unit {
 
     #[test]
     fn front_tokens() {
-        let mut b = [0u8; 16];
-        assert_eq!(front_token(127, &mut b), "nb-fe/127");
+        assert_eq!(front_token(127).as_str(), Some("nb-fe/127"));
     }
 }

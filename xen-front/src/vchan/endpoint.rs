@@ -399,13 +399,14 @@ impl<S: SharePool> Endpoint<S> {
             [Perm { access: Access::None, domid: p.self_domid }, Perm { access: Access::Read, domid: p.client }];
         let ring_ref = rendezvous::server_path(p.client, p.port, Node::RingRef);
         let event_channel = rendezvous::server_path(p.client, p.port, Node::EventChannel);
-        let (mut a, mut b) = ([0u8; 10], [0u8; 10]);
+        let (ring_ref, event_channel) = (ring_ref.as_str().unwrap_or(""), event_channel.as_str().unwrap_or(""));
+        let (a, b) = (rendezvous::decimal(gref.0), rendezvous::decimal(port.0));
         // ring-ref first: Qubes clients wait for event-channel, then read ring-ref.
         let requests = [
-            Request::Write(ring_ref.as_str(), rendezvous::decimal(gref.0, &mut a)),
-            Request::SetPerms(ring_ref.as_str(), &perms),
-            Request::Write(event_channel.as_str(), rendezvous::decimal(port.0, &mut b)),
-            Request::SetPerms(event_channel.as_str(), &perms),
+            Request::Write(ring_ref, a.as_str().unwrap_or("").as_bytes()),
+            Request::SetPerms(ring_ref, &perms),
+            Request::Write(event_channel, b.as_str().unwrap_or("").as_bytes()),
+            Request::SetPerms(event_channel, &perms),
         ];
         for (i, r) in requests.into_iter().enumerate() {
             match io.xs.submit(io.now_ns, self.opts.xs_timeout_ns, TxId::NONE, r) {
@@ -439,7 +440,12 @@ impl<S: SharePool> Endpoint<S> {
         match self.lookup {
             Lookup::Due(at) if io.now_ns >= at => {
                 let p = path(Node::EventChannel);
-                match io.xs.submit(io.now_ns, self.opts.xs_timeout_ns, TxId::NONE, Request::Read(p.as_str())) {
+                match io.xs.submit(
+                    io.now_ns,
+                    self.opts.xs_timeout_ns,
+                    TxId::NONE,
+                    Request::Read(p.as_str().unwrap_or("")),
+                ) {
                     Ok(id) => self.lookup = Lookup::ReadingPort(id),
                     Err(_) => self.lookup = Lookup::Due(retry),
                 }
@@ -452,7 +458,12 @@ impl<S: SharePool> Endpoint<S> {
                     None => self.fail(io, Error::BadEventChannel),
                     Some(port) => {
                         let p = path(Node::RingRef);
-                        match io.xs.submit(io.now_ns, self.opts.xs_timeout_ns, TxId::NONE, Request::Read(p.as_str())) {
+                        match io.xs.submit(
+                            io.now_ns,
+                            self.opts.xs_timeout_ns,
+                            TxId::NONE,
+                            Request::Read(p.as_str().unwrap_or("")),
+                        ) {
                             Ok(id) => self.lookup = Lookup::ReadingRef(id, port),
                             Err(_) => self.lookup = Lookup::Due(retry),
                         }
@@ -869,7 +880,7 @@ impl<S: SharePool> Endpoint<S> {
                 Cleanup::NotNeeded | Cleanup::Done => return,
                 Cleanup::Due => {
                     let dir = rendezvous::server_path(client, self.port_num, Node::Dir);
-                    match io.xs.submit(now, t, TxId::NONE, Request::Rm(dir.as_str())) {
+                    match io.xs.submit(now, t, TxId::NONE, Request::Rm(dir.as_str().unwrap_or(""))) {
                         Ok(id) => Cleanup::RmPort(id),
                         Err(XsError::TooManyInFlight) => Cleanup::Due,
                         Err(_) => {
@@ -908,7 +919,7 @@ impl<S: SharePool> Endpoint<S> {
         let (now, t) = (io.now_ns, self.opts.xs_timeout_ns);
         match txn.poll(io.xs, now) {
             TxnStep::Pending => Some(body),
-            TxnStep::Begin(tx) => match io.xs.submit(now, t, tx, Request::Directory(dir.as_str())) {
+            TxnStep::Begin(tx) => match io.xs.submit(now, t, tx, Request::Directory(dir.as_str().unwrap_or(""))) {
                 Ok(id) => Some(Body::Listing(id)),
                 Err(_) => {
                     let _ = txn.abort(io.xs, now);
@@ -919,7 +930,7 @@ impl<S: SharePool> Endpoint<S> {
                 Body::Listing(id) => match io.xs.take_reply(id) {
                     None => Some(body),
                     Some(Ok(reply)) if reply.entries().next().is_none() => {
-                        match io.xs.submit(now, t, tx, Request::Rm(dir.as_str())) {
+                        match io.xs.submit(now, t, tx, Request::Rm(dir.as_str().unwrap_or(""))) {
                             Ok(id) => Some(Body::Removing(id)),
                             Err(_) => {
                                 let _ = txn.abort(io.xs, now);

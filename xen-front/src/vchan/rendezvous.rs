@@ -6,51 +6,17 @@
 //! itself and readable by the client, and removes them (and the then-empty `<client>`
 //! directory) once the client has connected.
 
-use core::fmt::Write;
-
 use crate::platform::{DomId, GrantRef, Port};
 use crate::xenbus::parse_u32;
+use crate::xenstore::PathBuf;
+use crate::xs_path;
 
 /// Longest path we build: `/local/domain/65535/data/vchan/65535/4294967295/event-channel`.
 const PATH_MAX: usize = 72;
 
-/// A xenstore path in a fixed buffer.
-#[derive(Clone, Copy)]
-pub struct XsPath {
-    buf: [u8; PATH_MAX],
-    len: usize,
-}
-
-impl Write for XsPath {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-impl core::fmt::Debug for XsPath {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl XsPath {
-    fn build(args: core::fmt::Arguments<'_>) -> XsPath {
-        let mut p = XsPath { buf: [0; PATH_MAX], len: 0 };
-        // Every path we format is bounded by PATH_MAX (u16 domids, u32 ports).
-        p.write_fmt(args).expect("vchan paths fit PATH_MAX");
-        p
-    }
-
-    /// The path.
-    pub fn as_str(&self) -> &str {
-        // Only `&str`s were written.
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
+/// A rendezvous path. Every one we build fits [`PATH_MAX`] (u16 domids, u32 ports), so
+/// `as_str()` is always `Some`.
+pub type XsPath = PathBuf<PATH_MAX>;
 
 /// Which node of the rendezvous directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,31 +39,22 @@ fn leaf(node: Node) -> &'static str {
 
 /// The server's path of `node`, relative to its home.
 pub fn server_path(client: DomId, port: u32, node: Node) -> XsPath {
-    XsPath::build(format_args!("data/vchan/{client}/{port}{}", leaf(node)))
+    xs_path!(PATH_MAX; "data/vchan/{client}/{port}{}", leaf(node))
 }
 
 /// The server's `data/vchan/<client>` directory (removed when it becomes empty).
 pub fn server_client_dir(client: DomId) -> XsPath {
-    XsPath::build(format_args!("data/vchan/{client}"))
+    xs_path!(PATH_MAX; "data/vchan/{client}")
 }
 
 /// The client's absolute path of the server's `node`.
 pub fn client_path(server: DomId, me: DomId, port: u32, node: Node) -> XsPath {
-    XsPath::build(format_args!("/local/domain/{server}/data/vchan/{me}/{port}{}", leaf(node)))
+    xs_path!(PATH_MAX; "/local/domain/{server}/data/vchan/{me}/{port}{}", leaf(node))
 }
 
 /// Formats a decimal value for xenstore.
-pub fn decimal(v: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut n = v;
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
+pub fn decimal(v: u32) -> PathBuf<10> {
+    xs_path!(10; "{v}")
 }
 
 /// The `ring-ref` value, checked: decimal, non-zero (libxenvchan refuses 0), and not one of
@@ -117,15 +74,18 @@ mod tests {
 
     #[test]
     fn paths_match_libvchan_xen() {
-        assert_eq!(server_path(0, 512, Node::RingRef).as_str(), "data/vchan/0/512/ring-ref");
-        assert_eq!(server_path(7, 513, Node::Dir).as_str(), "data/vchan/7/513");
-        assert_eq!(server_client_dir(7).as_str(), "data/vchan/7");
+        assert_eq!(server_path(0, 512, Node::RingRef).as_str(), Some("data/vchan/0/512/ring-ref"));
+        assert_eq!(server_path(7, 513, Node::Dir).as_str(), Some("data/vchan/7/513"));
+        assert_eq!(server_client_dir(7).as_str(), Some("data/vchan/7"));
         assert_eq!(
             client_path(0, 5, 111, Node::EventChannel).as_str(),
-            "/local/domain/0/data/vchan/5/111/event-channel"
+            Some("/local/domain/0/data/vchan/5/111/event-channel")
         );
         let longest = client_path(65535, 65535, u32::MAX, Node::EventChannel);
-        assert_eq!(longest.as_str().len(), "/local/domain/65535/data/vchan/65535/4294967295/event-channel".len());
+        assert_eq!(
+            longest.as_str().map(str::len),
+            Some("/local/domain/65535/data/vchan/65535/4294967295/event-channel".len())
+        );
     }
 
     #[test]
@@ -139,8 +99,7 @@ mod tests {
         assert_eq!(parse_event_channel(b"17"), Some(Port(17)));
         assert_eq!(parse_event_channel(b"0"), None);
         assert_eq!(parse_event_channel(b""), None);
-        let mut buf = [0; 10];
-        assert_eq!(decimal(0, &mut buf), b"0");
-        assert_eq!(decimal(4_294_967_295, &mut buf), b"4294967295");
+        assert_eq!(decimal(0).as_str(), Some("0"));
+        assert_eq!(decimal(4_294_967_295).as_str(), Some("4294967295"));
     }
 }
