@@ -177,6 +177,8 @@ pub mod evtchnop {
     pub const CLOSE: u64 = 3;
     /// Notify the remote end.
     pub const SEND: u64 = 4;
+    /// What a port is connected to.
+    pub const STATUS: u64 = 5;
     /// Allocate a port a remote domain may bind to.
     pub const ALLOC_UNBOUND: u64 = 6;
     /// Unmask a port (re-delivers it if pending).
@@ -227,6 +229,24 @@ pub struct EvtchnAllocUnbound {
 pub struct EvtchnPort {
     /// The port.
     pub port: u32,
+}
+
+/// `struct evtchn_status` (24 bytes).
+#[repr(C)]
+#[derive(Default)]
+pub struct EvtchnStatus {
+    /// `DOMID_SELF`.
+    pub dom: u16,
+    /// The port asked about.
+    pub port: u32,
+    /// Out: `EVTCHNSTAT_*` (0 closed, 1 unbound, 2 interdomain, …).
+    pub status: u32,
+    /// Out: the vCPU notified.
+    pub vcpu: u32,
+    /// Out: `u.unbound.dom` / `u.interdomain.dom`.
+    pub u_dom: u16,
+    /// Out: `u.interdomain.port`.
+    pub u_port: u32,
 }
 
 /// `grant_table_op` commands.

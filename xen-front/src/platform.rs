@@ -30,9 +30,49 @@ pub trait EventChannels {
     fn unmask(&self, port: Port) -> XenResult<()>;
 }
 
+/// What one of our ports is connected to now (`EVTCHNOP_status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortState {
+    /// Not allocated.
+    Closed,
+    /// Allocated for `remote` to bind, or left unbound when the peer closed its end or died.
+    Unbound {
+        /// The domain allowed to bind.
+        remote: DomId,
+    },
+    /// Connected to `remote`.
+    Interdomain {
+        /// The peer domain.
+        remote: DomId,
+        /// The peer's port.
+        remote_port: Port,
+    },
+    /// Anything else (VIRQ, PIRQ, IPI).
+    Other,
+}
+
+/// `EVTCHNOP_status` on our own ports.
+pub trait PortStatus {
+    /// The state of our `port`.
+    fn port_status(&self, port: Port) -> XenResult<PortState>;
+}
+
 /// The real hypervisor, reached through the hypercall page.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Xen;
+
+impl PortStatus for Xen {
+    fn port_status(&self, port: Port) -> XenResult<PortState> {
+        let mut op = abi::EvtchnStatus { dom: abi::DOMID_SELF, port: port.0, ..Default::default() };
+        hypercall::event_channel_op(evtchnop::STATUS, &mut op)?;
+        Ok(match op.status {
+            0 => PortState::Closed,
+            1 => PortState::Unbound { remote: op.u_dom },
+            2 => PortState::Interdomain { remote: op.u_dom, remote_port: Port(op.u_port) },
+            _ => PortState::Other,
+        })
+    }
+}
 
 impl EventChannels for Xen {
     fn send(&self, port: Port) -> XenResult<()> {
@@ -326,6 +366,12 @@ mod tests {
 
     #[test]
     fn grant_op_layouts_match_the_c_headers() {
+        assert_eq!(size_of::<abi::EvtchnStatus>(), 24);
+        assert_eq!(offset_of!(abi::EvtchnStatus, port), 4);
+        assert_eq!(offset_of!(abi::EvtchnStatus, status), 8);
+        assert_eq!(offset_of!(abi::EvtchnStatus, vcpu), 12);
+        assert_eq!(offset_of!(abi::EvtchnStatus, u_dom), 16);
+        assert_eq!(offset_of!(abi::EvtchnStatus, u_port), 20);
         assert_eq!(size_of::<GnttabCopyPtr>(), 16);
         assert_eq!(offset_of!(GnttabCopyPtr, domid), 8);
         assert_eq!(offset_of!(GnttabCopyPtr, offset), 10);

@@ -12,8 +12,9 @@ use super::layout::{
 };
 use super::rendezvous::{self, Node};
 use super::ring::{ReadRing, RingBytes, RingFault, Storage, VolatileRead, WriteRing};
-use super::sys::{PortState, SharePool, VchanPlatform};
+use super::sys::{SharePool, VchanPlatform};
 use crate::hypercall::XenError;
+use crate::platform::PortState;
 use crate::platform::{DomId, Gfn, GrantHandle, GrantRef, GrantStatus, Port};
 use crate::xenstore::{Access, Client as XsClient, Error as XsError, Perm, ReqId, Request, TxId, TxnRetry, TxnStep};
 

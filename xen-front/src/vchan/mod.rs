@@ -37,7 +37,7 @@
 //! [`rendezvous::parse_event_channel`]), ring orders ([`layout::Orders::check`]), grant
 //! references (mapped through Xen, which checks them), indices on every access
 //! ([`ring::RingFault`]: the channel is closed), live flags. Peer death is noticed through
-//! its live flag or the event channel's state ([`sys::PortStatus`]). A server's page that the
+//! its live flag or the event channel's state ([`PortStatus`]). A server's page that the
 //! client keeps mapped after close is quarantined, never reused.
 
 pub mod endpoint;
@@ -46,6 +46,7 @@ pub mod rendezvous;
 pub mod ring;
 pub mod sys;
 
+pub use crate::platform::{PortState, PortStatus};
 pub use endpoint::{ClientParams, Endpoint, Error, Io, Options, ServerParams, State, VchanStats};
 pub use ring::{RingFault, VolatileRead};
-pub use sys::{PortState, PortStatus, SharePool, VchanPlatform};
+pub use sys::{SharePool, VchanPlatform};
