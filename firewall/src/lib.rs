@@ -11,3 +11,5 @@ pub mod conntrack;
 pub mod forward;
 pub mod resolver;
 pub mod rules;
+#[cfg(test)]
+mod testutil;

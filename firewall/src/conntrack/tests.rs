@@ -6,11 +6,12 @@ use core::net::{IpAddr, Ipv4Addr};
 use netstack::ip::IpProtocol;
 use netstack::nat::ipv4_checksums_valid;
 use netstack::tcp::flags::{ACK, FIN, PSH, RST, SYN};
-use netstack::{checksum, icmpv4, ipv4, tcp, udp};
+use netstack::{checksum, icmpv4, ipv4};
 use proptest::prelude::*;
 
 use super::*;
 use crate::rules::{AcceptedBy, ClientRules, DropReason, Family, Flow, MatchContext, NoResolutions, Verdict};
+use crate::testutil::{Ip, ip_packet, tcp_seg, udp_dgram};
 
 type Small = Conntrack<64, 256>;
 
@@ -37,47 +38,15 @@ fn table<const N: usize, const B: usize>() -> Box<Conntrack<N, B>> {
 }
 
 fn ip(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol, l4: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8; 20 + l4.len()];
-    ipv4::Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: proto,
-        payload_len: l4.len(),
-        ttl: 64,
-        ident: 7,
-        dont_frag: true,
-        more_frags: false,
-        frag_offset: 0,
-        tos: 0,
-    }
-    .emit(&mut ipv4::Packet::new_unchecked(&mut b[..]))
-    .unwrap();
-    b[20..].copy_from_slice(l4);
-    b
+    ip_packet(&Ip::new(src, dst, proto), l4)
 }
 
 fn tcp_pkt(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, f: u16, payload: &[u8]) -> Vec<u8> {
-    let mut seg = vec![0u8; 20 + payload.len()];
-    tcp::Repr {
-        src_port: sp,
-        dst_port: dp,
-        seq_number: 1000,
-        ack_number: 2000,
-        flags: f,
-        window_len: 500,
-        urgent_at: 0,
-        options: &[],
-        payload,
-    }
-    .emit(&mut seg, src.into(), dst.into())
-    .unwrap();
-    ip(src, dst, IpProtocol::Tcp, &seg)
+    ip(src, dst, IpProtocol::Tcp, &tcp_seg(src, sp, dst, dp, f, payload))
 }
 
 fn udp_pkt(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, payload: &[u8]) -> Vec<u8> {
-    let mut dg = vec![0u8; 8 + payload.len()];
-    udp::Repr { src_port: sp, dst_port: dp }.emit(&mut dg, src.into(), dst.into(), payload).unwrap();
-    ip(src, dst, IpProtocol::Udp, &dg)
+    ip(src, dst, IpProtocol::Udp, &udp_dgram(src, sp, dst, dp, payload))
 }
 
 fn echo(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, request: bool) -> Vec<u8> {

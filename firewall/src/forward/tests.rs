@@ -13,6 +13,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::conntrack::{ClientId, Invalid};
 use crate::rules::{DropReason, RuleNumber};
+use crate::testutil::{Ip, ip_packet, tcp_seg, udp_dgram};
 
 type Fw = Firewall<64, 256, 8>;
 
@@ -62,67 +63,12 @@ fn engine() -> Box<Fw> {
     fw
 }
 
-struct Ip {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: IpProtocol,
-    ttl: u8,
-    df: bool,
-    ident: u16,
-}
-
-impl Ip {
-    fn new(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol) -> Self {
-        Self { src, dst, proto, ttl: 64, df: true, ident: 7 }
-    }
-}
-
-fn ip_packet(h: &Ip, l4: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8; 20 + l4.len()];
-    ipv4::Repr {
-        src_addr: h.src,
-        dst_addr: h.dst,
-        next_header: h.proto,
-        payload_len: l4.len(),
-        ttl: h.ttl,
-        ident: h.ident,
-        dont_frag: h.df,
-        more_frags: false,
-        frag_offset: 0,
-        tos: 0,
-    }
-    .emit(&mut ipv4::Packet::new_unchecked(&mut b[..]))
-    .unwrap();
-    b[20..].copy_from_slice(l4);
-    b
-}
-
-fn tcp_seg(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, f: u16, payload: &[u8]) -> Vec<u8> {
-    let mut seg = vec![0u8; 20 + payload.len()];
-    tcp::Repr {
-        src_port: sp,
-        dst_port: dp,
-        seq_number: 1000,
-        ack_number: 2000,
-        flags: f,
-        window_len: 500,
-        urgent_at: 0,
-        options: &[],
-        payload,
-    }
-    .emit(&mut seg, src.into(), dst.into())
-    .unwrap();
-    seg
-}
-
 fn tcp_ip(h: &Ip, sp: u16, dp: u16, f: u16, payload: &[u8]) -> Vec<u8> {
     ip_packet(h, &tcp_seg(h.src, sp, h.dst, dp, f, payload))
 }
 
 fn udp_ip(h: &Ip, sp: u16, dp: u16, payload: &[u8]) -> Vec<u8> {
-    let mut dg = vec![0u8; 8 + payload.len()];
-    udp::Repr { src_port: sp, dst_port: dp }.emit(&mut dg, h.src.into(), h.dst.into(), payload).unwrap();
-    ip_packet(h, &dg)
+    ip_packet(h, &udp_dgram(h.src, sp, h.dst, dp, payload))
 }
 
 fn echo_ip(h: &Ip, ident: u16, data: &[u8]) -> Vec<u8> {
