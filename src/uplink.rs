@@ -202,15 +202,11 @@ impl UplinkHost {
             Ok(r) => r,
             Err(_) => return self.drop(HostDrop::Malformed),
         };
-        let mut verdict = HostVerdict::Consumed;
-        if repr.source_protocol_addr == addr.gateway && repr.source_hardware_addr.is_unicast() {
-            if self.gateway_mac != Some(repr.source_hardware_addr) {
-                self.gateway_mac = Some(repr.source_hardware_addr);
-                self.counters.gateway_learned += 1;
-                log::info!("uplink: gateway {} is at {:02x?}", addr.gateway, repr.source_hardware_addr.0);
-            }
-        } else {
-            verdict = self.drop(HostDrop::ArpNotForUs);
+        let from_gateway = repr.source_protocol_addr == addr.gateway && repr.source_hardware_addr.is_unicast();
+        if from_gateway && self.gateway_mac != Some(repr.source_hardware_addr) {
+            self.gateway_mac = Some(repr.source_hardware_addr);
+            self.counters.gateway_learned += 1;
+            log::info!("uplink: gateway {} is at {:02x?}", addr.gateway, repr.source_hardware_addr.0);
         }
         if repr.operation == arp::Operation::Request
             && repr.target_protocol_addr == addr.ip
@@ -218,14 +214,10 @@ impl UplinkHost {
             && let Ok(len) =
                 builder::arp_reply(frame, self.mac, addr.ip, repr.source_hardware_addr, repr.source_protocol_addr)
         {
-            if matches!(verdict, HostVerdict::Dropped(_)) {
-                // It asked for us after all: not a drop.
-                self.counters.dropped -= 1;
-            }
             self.counters.arp_replies += 1;
             return HostVerdict::Reply { len, csum: ChecksumOffload::default() };
         }
-        verdict
+        if from_gateway { HostVerdict::Consumed } else { self.drop(HostDrop::ArpNotForUs) }
     }
 
     fn handle_ipv4(&mut self, frame: &mut [u8], csum: ChecksumOffload) -> HostVerdict {

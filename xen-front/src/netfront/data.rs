@@ -47,6 +47,10 @@ impl Netfront {
     pub(super) fn refill_rx<E: GrantEntries, const N: usize>(&mut self, pool: &mut GrantPool<E, N>) {
         let backend = self.backend_id;
         let Some(c) = self.conn.as_mut() else { return };
+        // Every id posted (the usual case on each pass): nothing to scan for.
+        if c.rx.outstanding() as usize >= RX_BUFFERS {
+            return;
+        }
         for id in 0..RX_BUFFERS {
             if c.rx_slots[id].is_some() {
                 continue;

@@ -395,7 +395,7 @@ impl Netfront {
                     return None;
                 }
                 match result.ok().and_then(parse_u32) {
-                    Some(1) => self.connect(xs, pool, xen, now),
+                    Some(1) => self.connect(pool, xen),
                     _ => {
                         log::error!("uplink: backend lacks feature-rx-copy; cannot connect");
                         self.phase = Phase::Unsupported;
@@ -536,13 +536,7 @@ impl Netfront {
 
     /// Backend in InitWait with rx-copy: share the rings, allocate the event channel, and
     /// publish them in one transaction.
-    fn connect<E: GrantEntries, const N: usize>(
-        &mut self,
-        _xs: &mut Client,
-        pool: &mut GrantPool<E, N>,
-        xen: &impl EventChannels,
-        _now: u64,
-    ) {
+    fn connect<E: GrantEntries, const N: usize>(&mut self, pool: &mut GrantPool<E, N>, xen: &impl EventChannels) {
         self.release(xen, pool); // nothing should be left; be sure
         let (Some(tx_slot), Some(rx_slot)) = (pool.take(), pool.take()) else {
             log::error!("uplink: grant pool exhausted; cannot allocate rings");
