@@ -8,6 +8,8 @@
 pub mod config;
 pub mod control;
 pub mod counters;
+pub mod downlink;
+pub mod echo;
 pub mod options;
 pub mod uplink;
 

@@ -374,7 +374,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         drop(xs);
 
         // The uplink's data path.
-        let received = uplink.receive(&mut pool, UPLINK_RX_BUDGET, |slot, frame| {
+        let received = uplink.receive(&mut pool, UPLINK_RX_BUDGET, |_, slot, frame| {
             let range = frame.range();
             match host.handle(&mut slot.bytes_mut()[range], frame.csum) {
                 HostVerdict::Reply { len, csum } => RxVerdict::Transmit { offset: frame.offset, len: len as u16, csum },

@@ -1,19 +1,20 @@
 //! portcullis's own presence on the uplink: its address, ARP, the gateway's MAC, and (for
 //! testing only) an ICMP echo responder and a UDP echo service.
 //!
-//! Like Linux `sys-firewall`, portcullis answers nothing else addressed to its uplink address
-//! by default: such frames are dropped and counted. Replies are written **in place** into
+//! Everything else addressed to the uplink address (replies of NATed flows among them) is the
+//! firewall's: [`HostVerdict::NotForUs`]. Replies are written **in place** into
 //! the received frame's slot, so the netfront can send that slot straight back.
 
 use core::net::Ipv4Addr;
 
 use netstack::ethernet::{self, EtherType, EthernetAddress};
 use netstack::ip::IpProtocol;
-use netstack::{arp, builder, checksum, icmpv4, ipv4, udp};
+use netstack::{arp, builder, ipv4};
 use xen_front::netif::ChecksumOffload;
 
-/// The UDP port of the debug echo service.
-pub const UDP_ECHO_PORT: u16 = 7;
+use crate::echo;
+
+pub use crate::echo::UDP_ECHO_PORT;
 /// The gateway MAC used when ARP gets no answer (Qubes' convention for its virtual links).
 pub const GATEWAY_MAC_FALLBACK: EthernetAddress = EthernetAddress([0xfe, 0xff, 0xff, 0xff, 0xff, 0xff]);
 /// ARP requests for the gateway before falling back.
@@ -43,8 +44,6 @@ pub enum HostDrop {
     Malformed,
     /// ARP not asking for us and not from the gateway.
     ArpNotForUs,
-    /// Addressed to us but not a service we answer (Linux sys-firewall drops these too).
-    ToSelfDropped,
     /// No address configured yet.
     NoAddress,
 }
@@ -82,8 +81,6 @@ pub struct HostCounters {
     pub udp_echoes: u64,
     /// Frames dropped, all reasons.
     pub dropped: u64,
-    /// Of which: addressed to us, not answered.
-    pub to_self_dropped: u64,
     /// Of which: malformed.
     pub malformed: u64,
     /// Of which: not IPv4/ARP.
@@ -120,7 +117,6 @@ impl UplinkHost {
                 echo_replies: 0,
                 udp_echoes: 0,
                 dropped: 0,
-                to_self_dropped: 0,
                 malformed: 0,
                 unsupported: 0,
             },
@@ -175,7 +171,6 @@ impl UplinkHost {
     fn drop(&mut self, why: HostDrop) -> HostVerdict {
         self.counters.dropped += 1;
         match why {
-            HostDrop::ToSelfDropped => self.counters.to_self_dropped += 1,
             HostDrop::Malformed => self.counters.malformed += 1,
             HostDrop::UnsupportedEtherType => self.counters.unsupported += 1,
             _ => {}
@@ -226,84 +221,35 @@ impl UplinkHost {
             Ok(p) => p,
             Err(_) => return self.drop(HostDrop::Malformed),
         };
-        if ip.dst_addr() != addr.ip {
+        // Everything but the debug services is the firewall's: replies to NATed flows come
+        // to our address, and the firewall drops (and counts) the rest.
+        if ip.dst_addr() != addr.ip || !self.debug_echo || ip.is_fragment() {
             return HostVerdict::NotForUs;
         }
         if !ip.verify_checksum() {
             return self.drop(HostDrop::Malformed);
         }
-        let proto = ip.next_header();
-        if !self.debug_echo || ip.is_fragment() {
-            return self.drop(HostDrop::ToSelfDropped);
-        }
         if !ethernet::Frame::new_unchecked(&*frame).src_addr().is_unicast() {
-            return self.drop(HostDrop::ToSelfDropped);
+            return HostVerdict::NotForUs;
         }
-        match proto {
-            IpProtocol::Icmp => self.icmp_echo(frame),
-            IpProtocol::Udp => self.udp_echo(frame, csum),
-            _ => self.drop(HostDrop::ToSelfDropped),
+        match ip.next_header() {
+            IpProtocol::Icmp => match echo::icmp_echo(frame, self.mac) {
+                Some(len) => {
+                    self.counters.echo_replies += 1;
+                    HostVerdict::Reply { len, csum: ChecksumOffload::default() }
+                }
+                None => HostVerdict::NotForUs,
+            },
+            IpProtocol::Udp => match echo::udp_echo(frame, self.mac) {
+                Ok(Some(len)) => {
+                    self.counters.udp_echoes += 1;
+                    HostVerdict::Reply { len, csum }
+                }
+                Ok(None) => HostVerdict::NotForUs,
+                Err(()) => self.drop(HostDrop::Malformed),
+            },
+            _ => HostVerdict::NotForUs,
         }
-    }
-
-    /// Turns a checked IPv4 frame addressed to us around in place: Ethernet destination =
-    /// its source, source = our MAC; IP addresses swapped, TTL reset, header checksum
-    /// refilled. Returns the IP header length and the frame's length (without padding).
-    fn turn_around(&self, frame: &mut [u8]) -> (usize, usize) {
-        let mut eth = ethernet::Frame::new_unchecked(&mut *frame);
-        let src = eth.src_addr();
-        eth.set_dst_addr(src);
-        eth.set_src_addr(self.mac);
-        let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
-        let (s, d) = (ip.src_addr(), ip.dst_addr());
-        ip.set_src_addr(d);
-        ip.set_dst_addr(s);
-        ip.set_ttl(builder::DEFAULT_TTL);
-        ip.fill_checksum();
-        (ip.header_len(), ethernet::HEADER_LEN + usize::from(ip.total_len()))
-    }
-
-    /// Answers an ICMP echo request in place: turned around, type 8 → 0, checksum updated
-    /// incrementally (RFC 1624), data untouched.
-    fn icmp_echo(&mut self, frame: &mut [u8]) -> HostVerdict {
-        let is_request = {
-            let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
-            icmpv4::Packet::new_checked(ip.payload())
-                .and_then(|p| icmpv4::Repr::parse(&p))
-                .is_ok_and(|r| matches!(r, icmpv4::Repr::EchoRequest { .. }))
-        };
-        if !is_request {
-            return self.drop(HostDrop::ToSelfDropped);
-        }
-        let (hl, len) = self.turn_around(frame);
-        let mut icmp = icmpv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN + hl..len]);
-        icmp.set_msg_type(icmpv4::Message::EchoReply);
-        // The type/code word goes from 0x0800 (echo request, code 0) to 0x0000.
-        icmp.set_checksum(checksum::update16(icmp.checksum(), 0x0800, 0x0000));
-        self.counters.echo_replies += 1;
-        HostVerdict::Reply { len, csum: ChecksumOffload::default() }
-    }
-
-    /// Echoes a UDP datagram to port 7 in place: turned around, ports swapped. The UDP
-    /// checksum (complete or the pseudo-header partial sum of a `csum_blank` frame) is
-    /// unchanged by the swaps, so the checksum state is carried as it came.
-    fn udp_echo(&mut self, frame: &mut [u8], csum: ChecksumOffload) -> HostVerdict {
-        {
-            let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
-            let Ok(u) = udp::Packet::new_checked(ip.payload()) else {
-                return self.drop(HostDrop::Malformed);
-            };
-            if u.dst_port() != UDP_ECHO_PORT {
-                return self.drop(HostDrop::ToSelfDropped);
-            }
-        }
-        let (hl, len) = self.turn_around(frame);
-        let mut u = udp::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN + hl..]);
-        let (sp, dp) = (u.src_port(), u.dst_port());
-        u.set_src_port(dp);
-        u.set_dst_port(sp);
-        self.counters.udp_echoes += 1;
-        HostVerdict::Reply { len, csum }
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use netstack::checksum;
+use netstack::{checksum, udp};
 
 const OUR_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0, 0, 2];
 const PEER_MAC: EthernetAddress = EthernetAddress([0x00, 0x16, 0x3e, 0, 0, 9]);
@@ -86,11 +86,13 @@ fn the_gateway_mac_is_learned_from_arp_else_requested_then_falls_back() {
 }
 
 #[test]
-fn echo_services_are_off_by_default_like_linux_sys_firewall() {
+fn echo_services_are_off_by_default_and_to_self_traffic_goes_to_the_firewall() {
     let mut h = host(false);
     let mut frame = udp_frame(UDP_ECHO_PORT, b"hello");
-    assert_eq!(h.handle(&mut frame, ChecksumOffload::default()), HostVerdict::Dropped(HostDrop::ToSelfDropped));
-    assert_eq!(h.counters.to_self_dropped, 1);
+    let before = frame.clone();
+    assert_eq!(h.handle(&mut frame, ChecksumOffload::default()), HostVerdict::NotForUs);
+    assert_eq!(frame, before, "untouched");
+    assert_eq!(h.counters.udp_echoes + h.counters.dropped, 0);
 }
 
 #[test]
@@ -165,7 +167,7 @@ fn udp_echo_of_a_csum_blank_frame_stays_a_valid_partial_sum() {
 fn other_ports_protocols_and_destinations() {
     let mut h = host(true);
     let mut frame = udp_frame(53, b"x");
-    assert_eq!(h.handle(&mut frame, ChecksumOffload::default()), HostVerdict::Dropped(HostDrop::ToSelfDropped));
+    assert_eq!(h.handle(&mut frame, ChecksumOffload::default()), HostVerdict::NotForUs);
     let mut buf = vec![0u8; 128];
     let n = builder::udp_ipv4(&mut buf, PEER_MAC, EthernetAddress(OUR_MAC), (PEER_IP, 1), (GW_IP, 7), b"x").unwrap();
     assert_eq!(h.handle(&mut buf[..n], ChecksumOffload::default()), HostVerdict::NotForUs);

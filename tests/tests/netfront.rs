@@ -62,7 +62,7 @@ impl Rig {
             }
         }
         let received = &mut self.received;
-        self.nf.receive(&mut self.pool, 64, |slot, frame| {
+        self.nf.receive(&mut self.pool, 64, |_, slot, frame| {
             received.push((slot.bytes()[frame.range()].to_vec(), frame.csum));
             RxVerdict::Recycle
         });

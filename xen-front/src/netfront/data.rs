@@ -74,14 +74,16 @@ impl Netfront {
     }
 
     /// Hands up to `budget` received frames to `deliver`, each in a private slot (the frame
-    /// at [`RxFrame::range`]); the slot is re-posted when `deliver` returns. Returns how many
+    /// at [`RxFrame::range`]); the slot is re-posted when `deliver` returns. `deliver` also
+    /// gets the pool: to keep the frame, it swaps a fresh slot from the pool into `slot`
+    /// (that one is posted instead). Returns how many
     /// were delivered. A ring fault stops the connection (handled by the next
     /// [`poll_control`](Self::poll_control)).
     pub fn receive<E: GrantEntries, const N: usize>(
         &mut self,
         pool: &mut GrantPool<E, N>,
         budget: usize,
-        mut deliver: impl FnMut(&mut Slot<Private>, RxFrame) -> RxVerdict,
+        mut deliver: impl FnMut(&mut GrantPool<E, N>, &mut Slot<Private>, RxFrame) -> RxVerdict,
     ) -> usize {
         if !self.is_up() || self.fault {
             return 0;
@@ -143,7 +145,7 @@ impl Netfront {
                     self.counters.rx_frames += 1;
                     self.counters.rx_bytes += len as u64;
                     delivered += 1;
-                    if let RxVerdict::Transmit { offset, len, csum } = deliver(&mut slot, frame) {
+                    if let RxVerdict::Transmit { offset, len, csum } = deliver(pool, &mut slot, frame) {
                         match push_tx(c, &mut self.counters, pool, backend, slot, offset, len, csum) {
                             Ok(()) => continue, // refill_rx gives this id a new buffer
                             Err(back) => slot = back,
