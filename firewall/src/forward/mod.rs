@@ -177,7 +177,60 @@ pub enum DropCause {
 
 impl DropCause {
     /// Number of distinct counters.
-    pub const COUNT: usize = 44;
+    pub const COUNT: usize = 43;
+
+    /// Short names of the counters, by index (for logs and counter dumps).
+    pub const NAMES: [&'static str; DropCause::COUNT] = [
+        "malformed",
+        "not_ipv4",
+        "ipv6",
+        "unknown_client",
+        "spoofed",
+        "spoofed_from_uplink",
+        "not_unicast",
+        "client_to_client",
+        "local_ignored",
+        "local_rejected",
+        "not_tracked",
+        "not_for_us",
+        "ttl_expired",
+        "too_big",
+        "cannot_fragment",
+        "no_uplink",
+        "bad_checksum_state",
+        "dns_reply_rejected",
+        "rule_drop",
+        "policy_drop",
+        "no_rules",
+        "invalid_rules",
+        "host_unresolved",
+        "host_failed",
+        "host_incomplete",
+        "wrong_family",
+        "untrackable_malformed",
+        "untrackable_fragment",
+        "untrackable_unsupported",
+        "not_new",
+        "other_client",
+        "no_nat_address",
+        "conntrack_quota_full",
+        "conntrack_table_full",
+        "no_free_port",
+        "frag_overlap",
+        "frag_duplicate",
+        "frag_too_big",
+        "frag_table_full",
+        "frag_source_quota",
+        "frag_invalid",
+        "frag_too_many",
+        "frag_timeout",
+    ];
+
+    /// The short name of counter `index` (`"?"` past the end).
+    #[must_use]
+    pub const fn name_of(index: usize) -> &'static str {
+        if index < Self::COUNT { Self::NAMES[index] } else { "?" }
+    }
 
     /// This cause's counter index, below [`DropCause::COUNT`].
     #[must_use]
