@@ -20,12 +20,27 @@ pub const PAGE_TABLES: usize = 8 * 4096;
 pub const GRANT_TABLE_FRAMES: usize = 4;
 /// xen-front's fixed statics: hypercall page, shared_info, three 16 KiB IST stacks, IDT.
 pub const PLATFORM_STATICS: usize = 4096 + 4096 + 3 * 16 * 1024 + 4096 + 256;
-/// Pages of the grant pool (packet slots and ring pages): 2 MiB.
-pub const GRANT_POOL_PAGES: usize = 512;
+/// Pages of the grant pool (packet slots and ring pages): 2.5 MiB. In use at once at most:
+/// 128 uplink RX buffers, 128 uplink TX frames in flight, a pass's outbox (192) and the
+/// netback's copy batch (64), and vchan rings; an empty pool degrades (counted), never stalls.
+pub const GRANT_POOL_PAGES: usize = 640;
 /// The uplink netfront's slot tables and the pool's page table (generous).
 pub const DRIVER_STATICS: usize = 64 * 1024;
 /// The xenstore client: 16 request slots of 4 KiB plus its event queue (about 20 KiB).
 pub const XENSTORE_STATICS: usize = 16 * 4096 + 24 * 1024;
+
+/// The firewall engine as the appliance sizes it: one client per vif slot.
+pub type ApplianceFirewall = firewall::forward::Firewall<
+    { firewall::config::CONNTRACK_CAPACITY },
+    { firewall::config::CONNTRACK_INDEX_BUCKETS },
+    { xen_front::netback::MAX_VIFS },
+>;
+
+/// The firewall engine's static (conntrack table and index, per-client rules).
+pub const FIREWALL_STATICS: usize = core::mem::size_of::<ApplianceFirewall>();
+/// The client netback and the data path (pipeline scratch, outbox).
+pub const NETBACK_STATICS: usize =
+    core::mem::size_of::<xen_front::netback::Netback>() + core::mem::size_of::<crate::datapath::Datapath>();
 
 /// One line of the budget.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +52,7 @@ pub struct BudgetLine {
 }
 
 /// The static memory budget, line by line.
-pub fn budget() -> [BudgetLine; 8] {
+pub fn budget() -> [BudgetLine; 10] {
     [
         BudgetLine { what: "image (code+data) allowance", bytes: IMAGE_ALLOWANCE },
         BudgetLine { what: "boot stack + guard", bytes: BOOT_STACK },
@@ -47,6 +62,8 @@ pub fn budget() -> [BudgetLine; 8] {
         BudgetLine { what: "xenstore client", bytes: XENSTORE_STATICS },
         BudgetLine { what: "grant pool", bytes: GRANT_POOL_PAGES * 4096 },
         BudgetLine { what: "driver statics", bytes: DRIVER_STATICS },
+        BudgetLine { what: "firewall engine", bytes: FIREWALL_STATICS },
+        BudgetLine { what: "netback + data path", bytes: NETBACK_STATICS },
     ]
 }
 

@@ -131,11 +131,11 @@ impl Downlink {
             return LinkVerdict::Firewall;
         }
         match echo::udp_echo(frame, LINK_MAC) {
-            Ok(Some(len)) => {
+            echo::UdpEcho::Echoed(len) => {
                 self.counters.udp_echoes += 1;
                 LinkVerdict::Reply { len }
             }
-            Ok(None) | Err(()) => LinkVerdict::Firewall,
+            echo::UdpEcho::OtherPort | echo::UdpEcho::Truncated => LinkVerdict::Firewall,
         }
     }
 }

@@ -46,16 +46,27 @@ pub fn icmp_echo(frame: &mut [u8], our_mac: EthernetAddress) -> Option<usize> {
     Some(len)
 }
 
+/// What [`udp_echo`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpEcho {
+    /// The reply (this long) replaced the request.
+    Echoed(usize),
+    /// Not for the echo port: untouched.
+    OtherPort,
+    /// The UDP header is cut short: untouched.
+    Truncated,
+}
+
 /// Echoes a UDP datagram to port 7 (in a checked, unfragmented IPv4 frame addressed to us)
 /// in place: turned around, ports swapped. The UDP checksum (complete, or the pseudo-header
 /// partial sum of a `csum_blank` frame) is unchanged by the swaps, so the frame keeps its
-/// checksum state. `Ok(None)` (untouched) for other ports, `Err` for a truncated header.
-pub fn udp_echo(frame: &mut [u8], our_mac: EthernetAddress) -> Result<Option<usize>, ()> {
+/// checksum state.
+pub fn udp_echo(frame: &mut [u8], our_mac: EthernetAddress) -> UdpEcho {
     {
         let ip = ipv4::Packet::new_unchecked(&frame[ethernet::HEADER_LEN..]);
-        let u = udp::Packet::new_checked(ip.payload()).map_err(|_| ())?;
+        let Ok(u) = udp::Packet::new_checked(ip.payload()) else { return UdpEcho::Truncated };
         if u.dst_port() != UDP_ECHO_PORT {
-            return Ok(None);
+            return UdpEcho::OtherPort;
         }
     }
     let (hl, len) = turn_around(frame, our_mac);
@@ -63,5 +74,5 @@ pub fn udp_echo(frame: &mut [u8], our_mac: EthernetAddress) -> Result<Option<usi
     let (sp, dp) = (u.src_port(), u.dst_port());
     u.set_src_port(dp);
     u.set_dst_port(sp);
-    Ok(Some(len))
+    UdpEcho::Echoed(len)
 }

@@ -8,9 +8,11 @@
 pub mod config;
 pub mod control;
 pub mod counters;
+pub mod datapath;
 pub mod downlink;
 pub mod echo;
 pub mod options;
+pub mod static_config;
 pub mod uplink;
 
 /// The version string logged at boot.

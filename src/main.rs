@@ -10,12 +10,18 @@ mod rt;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use firewall::conntrack::Timeouts;
+use firewall::forward::{ClientConfig, DownlinkConfig, Firewall, UplinkConfig};
 use grant_pool::{GrantPool, PageCell, SharedPage};
-use portcullis::config;
+use netstack::ethernet::EthernetAddress;
+use portcullis::config::{self, ApplianceFirewall};
 use portcullis::control::{Control, ControlAction};
 use portcullis::counters::Registry;
+use portcullis::datapath::{Datapath, PassIo};
+use portcullis::downlink::{Downlink, LINK_MAC};
 use portcullis::options::{DebugCrash, Ignored, LogLevel, Options};
-use portcullis::uplink::{HostVerdict, UplinkAddress, UplinkHost};
+use portcullis::static_config::RuleEntries;
+use portcullis::uplink::{UplinkAddress, UplinkHost};
 use xen_front::abi::{ShutdownReason, hvm_param, mapspace, virq, xenfeat};
 use xen_front::arch::{cpu, idt, paging};
 use xen_front::console::{self, ConsoleRing};
@@ -23,8 +29,9 @@ use xen_front::entropy::Entropy;
 use xen_front::events::PendingEvents;
 use xen_front::gnttab::GrantTableFrames;
 use xen_front::hypercall;
-use xen_front::netfront::{LOCAL_FRAME, Netfront, NetfrontEvent, RxVerdict};
-use xen_front::platform::{EventChannels, Port, Xen};
+use xen_front::netback::{LinkChange, Netback};
+use xen_front::netfront::{LOCAL_FRAME, Netfront, NetfrontEvent};
+use xen_front::platform::{EventChannels, Port, XEN_FOREIGN_WINDOW, Xen};
 use xen_front::start_info::BootInfo;
 use xen_front::time;
 use xen_front::xenstore::{Client, ClientState};
@@ -48,6 +55,12 @@ static XENSTORE: spin::Mutex<Client> = spin::Mutex::new(Client::new());
 /// The grant pool's pages: borrowed once, mutably, by the pool in `kmain`.
 static mut POOL_PAGES: [PageCell; config::GRANT_POOL_PAGES] = [const { PageCell::new() }; config::GRANT_POOL_PAGES];
 static UPLINK: spin::Mutex<Netfront> = spin::Mutex::new(Netfront::new());
+/// The client netback: its vifs map their rings at the start of the foreign-mapping window.
+static NETBACK: spin::Mutex<Netback> = spin::Mutex::new(Netback::new(XEN_FOREIGN_WINDOW.0));
+/// The firewall engine (conntrack, rules, NAT): one client per vif slot.
+static FIREWALL: spin::Mutex<ApplianceFirewall> = spin::Mutex::new(Firewall::new());
+/// The data path between the netback and the uplink.
+static DATAPATH: spin::Mutex<Datapath> = spin::Mutex::new(Datapath::new());
 static COUNTERS: spin::Mutex<Registry> = spin::Mutex::new(Registry::new());
 /// The CSPRNG (NAT ports, DNS ids, hash keys), seeded at boot.
 static ENTROPY: spin::Once<spin::Mutex<Entropy>> = spin::Once::new();
@@ -60,8 +73,8 @@ static UPLINK_LOCAL_TX_DROPS: AtomicU64 = AtomicU64::new(0);
 
 type Pool = GrantPool<GrantTableFrames, { config::GRANT_POOL_PAGES }>;
 
-/// Frames from the uplink handled per pass before other work gets a turn.
-const UPLINK_RX_BUDGET: usize = 64;
+/// Flows looked at for expiry per pass.
+const EXPIRE_BUDGET: usize = 64;
 
 fn shared_info() -> SharedPage {
     SharedPage::from_static(&SHARED_INFO)
@@ -281,6 +294,24 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     if opts.debug_echo {
         log::warn!("debug-echo: answering ICMP echo and UDP port 7 on our addresses (testing only)");
     }
+    let mut down = Downlink::new(opts.client_gateway, opts.debug_echo);
+    {
+        let mut fw = FIREWALL.lock();
+        let mut key = [0u8; 16];
+        with_rng(|r| r.fill(&mut key));
+        fw.rekey(key);
+        match opts.client_gateway {
+            Some(gw) => fw.set_downlink(DownlinkConfig::qubes(gw)),
+            None => log::warn!("clients: no client-gw= on the command line; clients have no gateway address"),
+        }
+        fw.set_dns_servers(opts.dns[0], opts.dns[1]);
+        if let Some(t) = opts.udp_timeout_s {
+            let secs = u64::from(t) * 1_000_000_000;
+            let timeouts = Timeouts { udp_unreplied: secs, udp_replied: secs, ..Timeouts::LINUX };
+            fw.conntrack_mut().set_timeouts(timeouts);
+            log::info!("conntrack: UDP flows expire after {} s idle", t);
+        }
+    }
 
     // 7. Xenstore and the control plane.
     let store_pfn = hvm_param_or_fail(hvm_param::STORE_PFN, "xenstore page");
@@ -295,6 +326,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     let mut control = Control::new();
     control.start(&mut XENSTORE.lock(), now());
     UPLINK.lock().start(&mut XENSTORE.lock(), now());
+    NETBACK.lock().start();
     let mut next_quarantine_retry = 0u64;
     let stats_every = u64::from(opts.stats_interval_s) * 1_000_000_000;
     let mut next_stats = if stats_every > 0 { now() + stats_every } else { u64::MAX };
@@ -303,8 +335,9 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
 
     loop {
         LOOP_PASSES.fetch_add(1, Ordering::Relaxed);
-        // Every consumer below polls on each pass, so which port fired does not matter yet.
+        // Client vifs are looked at when their port fired; the other consumers poll anyway.
         events.harvest();
+        NETBACK.lock().take_events(|p| events.take(p));
         events.clear_untaken();
 
         let t = now();
@@ -321,11 +354,15 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
             log::error!("xenstore connection broken by a protocol error ({:?}); control plane stopped", fault);
         }
         let mut uplink = UPLINK.lock();
+        let mut netback = NETBACK.lock();
         if xs.events_lost() {
             uplink.on_events_lost();
+            netback.on_events_lost();
         }
         while let Some(action) = control.poll_with(&mut xs, t, |path, token| {
-            uplink.on_watch(path, token);
+            if !uplink.on_watch(path, token) {
+                netback.on_watch_event(path, token);
+            }
         }) {
             match action {
                 ControlAction::Registered => {
@@ -352,7 +389,10 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
                     let e = hypercall::shutdown(reason);
                     boot_fail_xen("SCHEDOP_shutdown", e);
                 }
-                ControlAction::DumpCounters => dump_counters(&xs, &control, &uplink, &pool, &host),
+                ControlAction::DumpCounters => {
+                    dump_counters(&xs, &control, &uplink, &pool, &host);
+                    dump_datapath(&netback, &down);
+                }
             }
         }
         match uplink.poll_control(&mut xs, &Xen, &mut pool, t) {
@@ -365,6 +405,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
             Some(NetfrontEvent::LinkDown) => log::info!("uplink: link down; waiting for the backend"),
             None => {}
         }
+        netback.poll(&mut xs, &Xen, t);
         let outcome = xs.poll(t);
         if outcome.notify_peer {
             XS_NOTIFIES.fetch_add(1, Ordering::Relaxed);
@@ -373,28 +414,44 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         let mut busy = outcome.replies_ready || outcome.events_ready;
         drop(xs);
 
-        // The uplink's data path.
-        let received = uplink.receive(&mut pool, UPLINK_RX_BUDGET, |_, slot, frame| {
-            let range = frame.range();
-            match host.handle(&mut slot.bytes_mut()[range], frame.csum) {
-                HostVerdict::Reply { len, csum } => RxVerdict::Transmit { offset: frame.offset, len: len as u16, csum },
-                HostVerdict::NotForUs => {
-                    // Forwarding to clients comes with the netback and the firewall.
-                    UPLINK_NOT_FOR_US.fetch_add(1, Ordering::Relaxed);
-                    RxVerdict::Recycle
-                }
-                HostVerdict::Consumed | HostVerdict::Dropped(_) => RxVerdict::Recycle,
-            }
+        // Client links coming and going.
+        let mut fw = FIREWALL.lock();
+        let mut datapath = DATAPATH.lock();
+        while let Some(change) = netback.take_change() {
+            on_link_change(change, &mut netback, &mut fw, &mut datapath, boot.cmdline());
+        }
+        sync_uplink_config(&mut fw, &host, &uplink);
+
+        // The data path.
+        let passed = with_rng(|r| {
+            let io = PassIo {
+                xen: &Xen,
+                pool: &mut pool,
+                uplink: &mut uplink,
+                host: &mut host,
+                netback: &mut netback,
+                down: &mut down,
+                fw: &mut fw,
+            };
+            datapath.pass(io, t, &mut || r.next_u32())
         });
-        busy |= received >= UPLINK_RX_BUDGET;
-        uplink.reap_tx(&mut pool);
+        busy |= passed;
+        drop(datapath);
         if uplink.is_up() {
             let mut frame = [0u8; 64];
             if let Some(n) = host.poll(t, &mut frame) {
                 send_local(&mut uplink, &mut pool, &frame[..n]);
             }
+            let mut query = [0u8; 600];
+            if let Some(n) = with_rng(|r| fw.poll_resolver(t, &mut query, &mut || r.next_u32())) {
+                send_local(&mut uplink, &mut pool, &query[..n]);
+            }
         }
+        fw.expire(t, EXPIRE_BUDGET);
+        drop(fw);
         uplink.flush(&Xen);
+        let nb_deadline = netback.next_deadline();
+        drop(netback);
         drop(uplink);
         if t >= next_quarantine_retry {
             next_quarantine_retry = t + 1_000_000_000;
@@ -411,14 +468,153 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
             continue;
         }
         // Idle: wake for the next deadline (stats, xenstore timeouts) or any event.
-        let deadline =
-            next_stats.min(t + 1_000_000_000).min(host.next_deadline().unwrap_or(u64::MAX).max(t + 1_000_000));
+        let deadline = next_stats
+            .min(t + 1_000_000_000)
+            .min(host.next_deadline().unwrap_or(u64::MAX).max(t + 1_000_000))
+            .min(nb_deadline.unwrap_or(u64::MAX).max(t + 1_000_000));
         let _ = hypercall::set_timer_op(deadline);
         if !events.harvest() {
             IDLE_SLEEPS.fetch_add(1, Ordering::Relaxed);
             cpu::idle_until_interrupt();
         }
     }
+}
+
+/// Runs `f` with the CSPRNG.
+fn with_rng<R>(f: impl FnOnce(&mut Entropy) -> R) -> R {
+    match ENTROPY.get() {
+        Some(e) => f(&mut e.lock()),
+        // Seeded before anything asks; a fixed seed is better than a crash if not.
+        None => f(&mut Entropy::from_fixed_seed(0)),
+    }
+}
+
+/// A client link came up or went down: tell the data path and the firewall.
+fn on_link_change(
+    change: LinkChange,
+    netback: &mut Netback,
+    fw: &mut ApplianceFirewall,
+    datapath: &mut Datapath,
+    cmdline: &str,
+) {
+    match change {
+        LinkChange::Up(vif) => {
+            let Some(info) = netback.info(vif).copied() else { return };
+            for p in netback.ports() {
+                let _ = Xen.unmask(p);
+            }
+            let Some(id) = datapath.link_up(vif, &info) else { return };
+            let Some(ip) = info.ipv4 else {
+                log::warn!(
+                    "client vif{}.{}: no IPv4 address in its ip key; its traffic is dropped",
+                    info.domid,
+                    info.devid
+                );
+                return;
+            };
+            let cfg = ClientConfig { addr: ip, mac: EthernetAddress(info.mac) };
+            if let Err(e) = fw.add_client(id, cfg) {
+                log::error!("client vif{}.{} ({}): refused by the firewall: {:?}", info.domid, info.devid, ip, e);
+                return;
+            }
+            match RuleEntries::from_cmdline(cmdline, ip) {
+                Some(rules) => match fw.commit_rules(id, rules.entries()) {
+                    Ok(_) => log::info!("client vif{}.{} ({}): up, {} rules", info.domid, info.devid, ip, rules.len()),
+                    Err(e) => log::error!(
+                        "client vif{}.{} ({}): up; its rules do not parse ({:?}): all its traffic is dropped",
+                        info.domid,
+                        info.devid,
+                        ip,
+                        e
+                    ),
+                },
+                None => log::info!(
+                    "client vif{}.{} ({}): up, no rules (give rules=): only its gateway answers",
+                    info.domid,
+                    info.devid,
+                    ip
+                ),
+            }
+        }
+        LinkChange::Down(vif) => {
+            if let Some(id) = datapath.link_down(vif) {
+                fw.remove_client(id);
+            }
+        }
+    }
+}
+
+/// Keeps the engine's view of the uplink in step with the link and what ARP learned.
+fn sync_uplink_config(fw: &mut ApplianceFirewall, host: &UplinkHost, uplink: &Netfront) {
+    let want = match (host.address(), host.gateway_mac(), uplink.is_up()) {
+        (Some(a), Some(gateway_mac), true) => Some(UplinkConfig {
+            addr: a.ip,
+            netmask: netmask(a.prefix_len),
+            gateway: a.gateway,
+            mac: EthernetAddress(uplink.mac()),
+            gateway_mac,
+            mtu: 1500,
+        }),
+        _ => None,
+    };
+    if fw.uplink() != want.as_ref() {
+        match want {
+            Some(u) => log::info!("firewall: uplink {} via {} ({:02x?})", u.addr, u.gateway, u.gateway_mac.0),
+            None => log::info!("firewall: no uplink"),
+        }
+        fw.set_uplink(want);
+    }
+}
+
+fn netmask(prefix_len: u8) -> core::net::Ipv4Addr {
+    core::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0))
+}
+
+fn dump_datapath(netback: &Netback, down: &Downlink) {
+    log::info!("  netback.stats = {:?}", netback.stats());
+    log::info!("  netback.resources = {:?} vifs_in_use={}", netback.resources(), netback.vifs_in_use());
+    for (vif, info) in netback.connected() {
+        log::info!(
+            "  vif{}.{}: mac={:02x?} ip={:?} counters={:?}",
+            info.domid,
+            info.devid,
+            info.mac,
+            info.ipv4,
+            netback.counters(vif)
+        );
+    }
+    log::info!("  downlink = {:?} mac={:02x?}", down.counters, LINK_MAC.0);
+    let dp = DATAPATH.lock();
+    log::info!("  datapath = {:?}", dp.counters);
+    log::info!("  pipeline = {:?}", dp.pipeline.counters);
+    let c = dp.counters;
+    let ratio_milli = (c.forwarded_copied_bytes * 1000).checked_div(c.forwarded_bytes).unwrap_or(0);
+    log::info!(
+        "  datapath.copies: forwarded_bytes={} copied_bytes={} copies_per_byte={}.{:03}",
+        c.forwarded_bytes,
+        c.forwarded_copied_bytes,
+        ratio_milli / 1000,
+        ratio_milli % 1000
+    );
+    drop(dp);
+    let fw = FIREWALL.lock();
+    let fc = fw.counters();
+    log::info!(
+        "  firewall: to_uplink={} to_clients={} echo_replies={} icmp_errors={} fragmented={} dropped={} flows={}",
+        fc.forwarded_to_uplink,
+        fc.forwarded_to_clients,
+        fc.echo_replies,
+        fc.icmp_errors,
+        fc.fragmented,
+        fc.dropped_total(),
+        fw.conntrack().len()
+    );
+    let mut line = console::LineBuffer::default();
+    let _ = write!(line, "  firewall.drops:");
+    for (i, n) in fc.drops.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let _ = write!(line, " {}={}", firewall::forward::DropCause::name_of(i), n);
+    }
+    log::info!("{}", line.as_str());
 }
 
 fn debug_crash(c: DebugCrash) -> ! {

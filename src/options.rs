@@ -45,6 +45,12 @@ pub struct Options {
     /// `debug-echo=1`: answer ICMP echo and UDP port 7 on our own addresses (testing only;
     /// Linux sys-firewall answers neither on its uplink).
     pub debug_echo: bool,
+    /// `client-gw=A.B.C.D`: the gateway address clients use (Qubes' `/qubes-netvm-gateway`).
+    pub client_gateway: Option<Ipv4Addr>,
+    /// `dns=A.B.C.D[,A.B.C.D]`: the DNS servers clients' `specialtarget=dns` rules name.
+    pub dns: [Option<Ipv4Addr>; 2],
+    /// `udp-timeout=SECONDS`: idle timeout of UDP flows, replied or not (Linux: 30/120 s).
+    pub udp_timeout_s: Option<u32>,
 }
 
 impl Default for Options {
@@ -57,6 +63,9 @@ impl Default for Options {
             uplink_ip: None,
             gateway: None,
             debug_echo: false,
+            client_gateway: None,
+            dns: [None; 2],
+            udp_timeout_s: None,
         }
     }
 }
@@ -102,6 +111,11 @@ impl Options {
                     _ => None,
                 }
                 .map(|e| o.debug_echo = e),
+                "client-gw" => value.parse().ok().map(|g| o.client_gateway = Some(g)),
+                "dns" => parse_dns(value).map(|d| o.dns = d),
+                "udp-timeout" => value.parse::<u32>().ok().filter(|&t| t > 0).map(|t| o.udp_timeout_s = Some(t)),
+                // Per-client rules: read by `static_config` when the client connects.
+                "rules" => crate::static_config::parse_rules_word(value).map(|_| ()),
                 _ => {
                     ignored(Ignored::Unknown(word));
                     continue;
@@ -119,6 +133,16 @@ fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     let (ip, len) = s.split_once('/')?;
     let len: u8 = len.parse().ok().filter(|l| (1..=32).contains(l))?;
     Some((ip.parse().ok()?, len))
+}
+
+fn parse_dns(s: &str) -> Option<[Option<Ipv4Addr>; 2]> {
+    let mut it = s.split(',');
+    let first = it.next()?.parse().ok()?;
+    let second = match it.next() {
+        Some(a) => Some(a.parse().ok()?),
+        None => None,
+    };
+    it.next().is_none().then_some([Some(first), second])
 }
 
 fn parse_u64(s: &str) -> Option<u64> {
@@ -165,6 +189,24 @@ mod tests {
         let mut bad = 0;
         let o = Options::parse("ip=10.0.0.1 ip=10.0.0.1/33 ip=300.1.1.1/8 gw=x debug-echo=maybe", |_| bad += 1);
         assert_eq!((o.uplink_ip, o.gateway, o.debug_echo, bad), (None, None, false, 5));
+    }
+
+    #[test]
+    fn forwarding_options() {
+        let o = Options::parse(
+            "client-gw=10.137.0.1 dns=10.139.1.1,10.139.1.2 udp-timeout=5 rules=10.137.0.10;accept",
+            |_| panic!(),
+        );
+        assert_eq!(o.client_gateway, Some(Ipv4Addr::new(10, 137, 0, 1)));
+        assert_eq!(o.dns, [Some(Ipv4Addr::new(10, 139, 1, 1)), Some(Ipv4Addr::new(10, 139, 1, 2))]);
+        assert_eq!(o.udp_timeout_s, Some(5));
+        assert_eq!(Options::parse("dns=10.0.0.53", |_| panic!()).dns, [Some(Ipv4Addr::new(10, 0, 0, 53)), None]);
+        let mut bad = 0;
+        let o =
+            Options::parse("client-gw=1 dns=1.1.1.1,2.2.2.2,3.3.3.3 dns= udp-timeout=0 rules=x;accept rules=", |_| {
+                bad += 1
+            });
+        assert_eq!((o.client_gateway, o.dns, o.udp_timeout_s, bad), (None, [None; 2], None, 6));
     }
 
     #[test]

@@ -241,12 +241,12 @@ impl UplinkHost {
                 None => HostVerdict::NotForUs,
             },
             IpProtocol::Udp => match echo::udp_echo(frame, self.mac) {
-                Ok(Some(len)) => {
+                echo::UdpEcho::Echoed(len) => {
                     self.counters.udp_echoes += 1;
                     HostVerdict::Reply { len, csum }
                 }
-                Ok(None) => HostVerdict::NotForUs,
-                Err(()) => self.drop(HostDrop::Malformed),
+                echo::UdpEcho::OtherPort => HostVerdict::NotForUs,
+                echo::UdpEcho::Truncated => self.drop(HostDrop::Malformed),
             },
             _ => HostVerdict::NotForUs,
         }

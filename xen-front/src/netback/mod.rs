@@ -258,6 +258,16 @@ impl Netback {
         }
     }
 
+    /// Marks each connected vif whose port `fired` (e.g. `PendingEvents::take`): its TX ring
+    /// is looked at by the next [`receive`](Self::receive).
+    pub fn take_events(&mut self, mut fired: impl FnMut(Port) -> bool) {
+        for v in &mut self.vifs {
+            if v.link.as_ref().is_some_and(|l| fired(l.port)) {
+                v.kicked = true;
+            }
+        }
+    }
+
     /// The next link change for the appliance: `Down` for every `Up` it was told, once the
     /// vif is gone or disconnected; `Up` when a vif connects.
     pub fn take_change(&mut self) -> Option<LinkChange> {
