@@ -7,6 +7,16 @@
 
 mod rt;
 
+/// A line of a counters dump. A dump is asked for by an operator (or a test) and must arrive
+/// whole: each line waits (briefly, at most 20 ms) for the console ring to drain instead of
+/// being dropped when the ring is full, as ordinary log lines are.
+macro_rules! dump {
+    ($($arg:tt)*) => {{
+        log::info!($($arg)*);
+        spin_wait_drained(20_000_000);
+    }};
+}
+
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -462,7 +472,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
 
         if t >= next_stats {
             next_stats = t + stats_every;
-            summary_line();
+            summary_line(&pool);
         }
         if busy {
             continue;
@@ -571,10 +581,10 @@ fn netmask(prefix_len: u8) -> core::net::Ipv4Addr {
 }
 
 fn dump_datapath(netback: &Netback, down: &Downlink) {
-    log::info!("  netback.stats = {:?}", netback.stats());
-    log::info!("  netback.resources = {:?} vifs_in_use={}", netback.resources(), netback.vifs_in_use());
+    dump!("  netback.stats = {:?}", netback.stats());
+    dump!("  netback.resources = {:?} vifs_in_use={}", netback.resources(), netback.vifs_in_use());
     for (vif, info) in netback.connected() {
-        log::info!(
+        dump!(
             "  vif{}.{}: mac={:02x?} ip={:?} counters={:?}",
             info.domid,
             info.devid,
@@ -583,13 +593,13 @@ fn dump_datapath(netback: &Netback, down: &Downlink) {
             netback.counters(vif)
         );
     }
-    log::info!("  downlink = {:?} mac={:02x?}", down.counters, LINK_MAC.0);
+    dump!("  downlink = {:?} mac={:02x?}", down.counters, LINK_MAC.0);
     let dp = DATAPATH.lock();
-    log::info!("  datapath = {:?}", dp.counters);
-    log::info!("  pipeline = {:?}", dp.pipeline.counters);
+    dump!("  datapath = {:?}", dp.counters);
+    dump!("  pipeline = {:?}", dp.pipeline.counters);
     let c = dp.counters;
     let ratio_milli = (c.forwarded_copied_bytes * 1000).checked_div(c.forwarded_bytes).unwrap_or(0);
-    log::info!(
+    dump!(
         "  datapath.copies: forwarded_bytes={} copied_bytes={} copies_per_byte={}.{:03}",
         c.forwarded_bytes,
         c.forwarded_copied_bytes,
@@ -599,7 +609,7 @@ fn dump_datapath(netback: &Netback, down: &Downlink) {
     drop(dp);
     let fw = FIREWALL.lock();
     let fc = fw.counters();
-    log::info!(
+    dump!(
         "  firewall: to_uplink={} to_clients={} echo_replies={} icmp_errors={} fragmented={} dropped={} flows={}",
         fc.forwarded_to_uplink,
         fc.forwarded_to_clients,
@@ -614,7 +624,7 @@ fn dump_datapath(netback: &Netback, down: &Downlink) {
     for (i, n) in fc.drops.iter().enumerate().filter(|(_, n)| **n > 0) {
         let _ = write!(line, " {}={}", firewall::forward::DropCause::name_of(i), n);
     }
-    log::info!("{}", line.as_str());
+    dump!("{}", line.as_str());
 }
 
 fn debug_crash(c: DebugCrash) -> ! {
@@ -675,13 +685,39 @@ fn register_counters() {
     r.register("console.lines_dropped", &console::LINES_DROPPED);
 }
 
-fn summary_line() {
+fn summary_line(pool: &Pool) {
     let mut line = console::LineBuffer::default();
     let _ = write!(line, "stats:");
     COUNTERS.lock().for_each_nonzero(|n, v| {
         let _ = write!(line, " {}={}", n, v);
     });
     let _ = write!(line, " upcalls={} spurious={}", idt::upcalls(), idt::spurious_interrupts());
+    {
+        let xs = XENSTORE.lock();
+        let s = xs.stats();
+        let _ = write!(
+            line,
+            " xs.in_flight={} xs.requests={} xs.replies={} xs.busy={} xs.timeouts={}",
+            xs.in_flight(),
+            s.requests,
+            s.replies,
+            s.refused_busy,
+            s.timeouts
+        );
+    }
+    let nb = NETBACK.lock();
+    let st = nb.stats();
+    let _ = write!(
+        line,
+        " nb.vifs={} nb.rx={} nb.tx={} nb.xs_busy={} nb.pool_exhausted={}",
+        nb.vifs_in_use(),
+        st.rx_frames,
+        st.tx_frames,
+        st.xs_busy,
+        st.pool_exhausted
+    );
+    drop(nb);
+    let _ = write!(line, " pool.free={}", pool.counts().free);
     log::info!("{}", line.as_str());
 }
 
@@ -699,17 +735,17 @@ fn send_local(uplink: &mut Netfront, pool: &mut Pool, frame: &[u8]) {
 }
 
 fn dump_counters(xs: &Client, control: &Control, uplink: &Netfront, pool: &Pool, host: &UplinkHost) {
-    log::info!("counters dump begin");
-    COUNTERS.lock().for_each(|n, v| log::info!("  {} = {}", n, v));
-    log::info!("  irq.upcalls = {}", idt::upcalls());
-    log::info!("  irq.spurious = {}", idt::spurious_interrupts());
+    dump!("counters dump begin");
+    COUNTERS.lock().for_each(|n, v| dump!("  {} = {}", n, v));
+    dump!("  irq.upcalls = {}", idt::upcalls());
+    dump!("  irq.spurious = {}", idt::spurious_interrupts());
     let s = xs.stats();
-    log::info!("  xenstore.stats = {:?}", s);
-    log::info!("  xenstore.in_flight = {}", xs.in_flight());
-    log::info!("  control.errors = {}", control.errors);
-    log::info!("  control.ignored_requests = {}", control.ignored_requests);
+    dump!("  xenstore.stats = {:?}", s);
+    dump!("  xenstore.in_flight = {}", xs.in_flight());
+    dump!("  control.errors = {}", control.errors);
+    dump!("  control.ignored_requests = {}", control.ignored_requests);
     let c = pool.counts();
-    log::info!(
+    dump!(
         "  pool: capacity={} free={} private={} lent={} shared={} quarantined={}",
         c.capacity,
         c.free,
@@ -718,9 +754,9 @@ fn dump_counters(xs: &Client, control: &Control, uplink: &Netfront, pool: &Pool,
         c.shared,
         c.quarantined
     );
-    log::info!("  pool.stats = {:?}", pool.stats());
+    dump!("  pool.stats = {:?}", pool.stats());
     let (rx_posted, tx_in_flight) = uplink.in_flight();
-    log::info!(
+    dump!(
         "  uplink: phase={:?} devid={:?} backend={} rx_posted={} tx_in_flight={} port={:?}",
         uplink.phase(),
         uplink.devid(),
@@ -729,7 +765,7 @@ fn dump_counters(xs: &Client, control: &Control, uplink: &Netfront, pool: &Pool,
         tx_in_flight,
         uplink.port()
     );
-    log::info!("  uplink.counters = {:?}", uplink.counters());
-    log::info!("  uplink.host = {:?}", host.counters);
-    log::info!("counters dump end");
+    dump!("  uplink.counters = {:?}", uplink.counters());
+    dump!("  uplink.host = {:?}", host.counters);
+    dump!("counters dump end");
 }

@@ -23,7 +23,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 /// All scenarios, in the order they run by default.
-const SCENARIOS: &[&str] = &["boot", "shutdown", "crash", "uplink", "uplink-reconnect"];
+const SCENARIOS: &[&str] =
+    &["boot", "shutdown", "crash", "uplink", "uplink-reconnect", "clients", "client-churn", "clients-scale", "forward"];
 
 /// Files the harness image is built from (relative to tests/harness).
 const IMAGE_INPUTS: &[&str] =
@@ -218,7 +219,11 @@ fn guest_dir(elf: &Path, scenarios: &[&str]) -> Result<PathBuf> {
     let src = root().join("tests").join("harness").join("guest");
     copy_tree(&src, &dir)?;
     fs::copy(elf, dir.join("portcullis")).map_err(|e| e.to_string())?;
+    // For xenctx's symbolic backtraces when a scenario fails.
+    let map = Command::new("nm").args(["-n"]).arg(elf).output().map_err(|e| format!("nm: {e}"))?;
+    fs::write(dir.join("portcullis.map"), map.stdout).map_err(|e| e.to_string())?;
     build_tools(&dir.join("tools"))?;
+    client_overlay(&dir)?;
     fs::write(dir.join("scenarios.list"), scenarios.join("\n") + "\n").map_err(|e| e.to_string())?;
     Ok(dir)
 }
@@ -236,6 +241,23 @@ fn build_tools(out: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Packs the harness client VM's files (`tests/harness/client/`: its `/init` and role scripts,
+/// plus the static test tools) into `client-overlay.cpio.gz`; scenarios append it to the
+/// image's busybox domU initramfs (Linux unpacks concatenated archives in order).
+fn client_overlay(guest: &Path) -> Result<()> {
+    let stage = target_dir().join("xen-test-client");
+    let _ = fs::remove_dir_all(&stage);
+    fs::create_dir_all(stage.join("client")).map_err(|e| e.to_string())?;
+    let src = root().join("tests").join("harness").join("client");
+    copy_tree(&src, &stage.join("client"))?;
+    fs::rename(stage.join("client").join("init"), stage.join("init")).map_err(|e| format!("client init: {e}"))?;
+    copy_tree(&guest.join("tools"), &stage.join("client"))?;
+    let out = guest.join("client-overlay.cpio.gz");
+    let script =
+        format!("cd {} && find . | cpio -o -H newc --quiet -R 0:0 | gzip -9 > {}", stage.display(), out.display());
+    run(Command::new("sh").args(["-c", &script]))
 }
 
 fn copy_tree(src: &Path, dst: &Path) -> Result<()> {

@@ -65,3 +65,36 @@ dump_counters() {
 
 # pool_line FILE: the grant pool's state line of a dump.
 pool_line() { grep -o 'pool: capacity=.*' "$1" | head -1; }
+
+# client_start NAME IP ROLE BACKEND [EXTRA_CMDLINE] [VIF_EXTRA]: xl create a harness client
+# VM (Linux, busybox; tests/harness/client/) whose vif is served by BACKEND with address IP;
+# it runs /client/ROLE.sh and reports CLIENT-UP / CLIENT-CHECK / CLIENT-DONE on its console.
+CLIENT_GW=${CLIENT_GW:-10.137.0.1}
+client_start() {
+    local name=$1 ip=$2 role=$3 backend=$4 extra=${5:-} vifextra=${6:-}
+    [ -e /tmp/client.cpio.gz ] || cat /guest/domu.cpio.gz /guest/client-overlay.cpio.gz > /tmp/client.cpio.gz
+    cat > /tmp/$name.cfg <<CFG
+name = "$name"
+type = "pvh"
+kernel = "/guest/vmlinux"
+ramdisk = "/tmp/client.cpio.gz"
+extra = "console=hvc0 rdinit=/init quiet pc_ip=$ip pc_gw=$CLIENT_GW pc_role=$role $extra"
+memory = 96
+vcpus = 1
+vif = [ 'backend=$backend,ip=$ip$vifextra' ]
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "destroy"
+CFG
+    : > "$CONSOLE_DIR/guest-$name.log"
+    xl create /tmp/$name.cfg >/tmp/$name.create.log 2>&1 || { cat /tmp/$name.create.log; fail "xl create $name failed"; }
+}
+
+# client_result NAME TIMEOUT: wait for the client's CLIENT-DONE, print its checks, succeed
+# only if it reported rc=0.
+client_result() {
+    local name=$1 t=$2
+    wait_console "$name" 'CLIENT-DONE' "$t" || { tail -20 "$CONSOLE_DIR/guest-$name.log"; return 1; }
+    grep -E 'CLIENT-(UP|CHECK)|packet loss|received [0-9]+ intact|reply from' "$CONSOLE_DIR/guest-$name.log" | sed "s/^/  $name: /"
+    grep -q 'CLIENT-DONE rc=0' "$CONSOLE_DIR/guest-$name.log"
+}

@@ -20,10 +20,16 @@ for s in $(cat /guest/scenarios.list); do
         echo "@@ FAIL $s: $(cat /tmp/scenario-reason 2>/dev/null || echo "exit code $rc") (${el}s)"
         failed=$((failed+1))
         for f in /var/log/xen/console/guest-pc-*.log; do
-            [ -s "$f" ] && { echo "===== $f"; tail -n 80 "$f"; }
+            [ -s "$f" ] && { echo "===== $f"; grep -v 'ACPI' "$f" | tail -n 80; }
         done
         for f in /var/log/xen/xl-pc-*.log; do [ -s "$f" ] && { echo "===== $f"; tail -n 30 "$f"; }; done
         echo "===== xl dmesg (tail)"; xl dmesg | tail -n 40
+        # Where each portcullis domain is: CPU time twice (spinning or asleep?) and its registers.
+        echo "===== xl list"; xl list; sleep 1; xl list
+        xenctx=$(ls /usr/lib/xen*/bin/xenctx 2>/dev/null | head -1)
+        for d in $(xl list | awk 'NR>1 && $1 ~ /^pc-/ {print $2}'); do
+            [ -n "$xenctx" ] && { echo "===== xenctx domain $d"; "$xenctx" -s /guest/portcullis.map -f -a "$d" 0 2>&1 | head -40; }
+        done
     fi
     for d in $(xl list | awk 'NR>1 && $1 ~ /^pc-/ {print $1}'); do xl destroy "$d"; done
 done
