@@ -120,20 +120,23 @@ const fn same(a: Dir, b: Dir) -> bool {
 }
 
 /// The state of a tracked flow.
+///
+/// The explicit tags make a free table entry (`Udp { replied: false }`) all zero bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum FlowState {
     /// A TCP connection.
-    Tcp(TcpState),
+    Tcp(TcpState) = 2,
     /// A UDP flow; `replied` once the remote answered.
     Udp {
         /// A reply was seen.
         replied: bool,
-    },
+    } = 0,
     /// An ICMP echo identifier; `replied` once an echo reply came back.
     Icmp {
         /// A reply was seen.
         replied: bool,
-    },
+    } = 1,
 }
 
 impl FlowState {

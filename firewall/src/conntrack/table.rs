@@ -1,12 +1,19 @@
 //! The flow table: fixed-capacity storage, a keyed-hash index over both tuples of every flow,
 //! per-client accounting, the eviction policy, flush, rule-driven removal and expiry.
 //!
-//! Layout: `N` entries (a free list threads the unused ones) and an open-addressing index of
-//! `B` buckets (linear probing, backward-shift deletion, so no tombstones). Each flow has two
-//! index buckets: its original tuple (as the client sends) and its reply tuple (as the remote
-//! answers the NAT'd packet). A bucket is one `u64`: the low 32 bits of the tuple's SipHash-1-3
-//! (keyed with the appliance's secret: clients choose tuples, so they must not be able to aim
-//! collisions) and the entry number with the direction bit.
+//! Layout: `N` entries (never-used ones above a high-water mark, removed ones on a free list)
+//! and an open-addressing index of `B` buckets (linear probing, backward-shift deletion, so no
+//! tombstones). Each flow has two index buckets: its original tuple (as the client sends) and
+//! its reply tuple (as the remote answers the NAT'd packet). A bucket is one `u64`: the low 32
+//! bits of the tuple's SipHash-1-3 (keyed with the appliance's secret: clients choose tuples, so
+//! they must not be able to aim collisions) and the entry number plus one with the direction
+//! bit (0 is an empty bucket).
+//!
+//! **An empty table is all zero bytes** ([`Conntrack::new`]): every "none" (empty bucket, list
+//! end, free cache slot) is 0, entry references are stored plus one, and settings left at
+//! their defaults are stored as "unset". The appliance keeps the engine in a `static`, which
+//! the linker then puts in `.bss` instead of writing megabytes of initial values into the
+//! image (`tests/zero_init.rs` checks it).
 //!
 //! **Eviction policy.** Flows that are cheap to lose are *evictable* ([`FlowState::evictable`]:
 //! unreplied, or TCP in `TimeWait`/`Close`); they sit on two lists in the order they became
@@ -35,8 +42,8 @@ use super::{ClientId, Refusal, Stats};
 use crate::config::{CONNTRACK_CLIENT_QUOTA, MAX_CLIENTS};
 use crate::rules::{Flow, IPPROTO_ICMP};
 
-pub(crate) const NIL: u32 = u32::MAX;
-const EMPTY: u64 = u64::MAX;
+/// An empty index bucket (a used one holds an entry number plus one, so is never 0).
+const EMPTY: u64 = 0;
 
 /// Slots an admission examines for expired flows when nothing is evictable, before refusing.
 const SWEEP_ON_FULL: usize = 256;
@@ -60,11 +67,29 @@ pub(crate) struct Entry {
     pub(crate) live: bool,
     evictable: bool,
     /// Global evictable list (or the free list, through `g_next`).
-    g_prev: u32,
-    g_next: u32,
+    g_prev: Link,
+    g_next: Link,
     /// The client's evictable list.
-    c_prev: u32,
-    c_next: u32,
+    c_prev: Link,
+    c_next: Link,
+}
+
+/// A reference to an entry from a list (a link, a list end, the free list): the entry number
+/// plus one, 0 for none, so that an empty table is all zero bytes. Entry numbers are below
+/// `N` < 2^31: the sum never overflows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Link(u32);
+
+impl Link {
+    const NONE: Link = Link(0);
+
+    const fn to(idx: u32) -> Link {
+        Link(idx + 1)
+    }
+
+    const fn get(self) -> Option<u32> {
+        self.0.checked_sub(1)
+    }
 }
 
 impl Entry {
@@ -77,10 +102,10 @@ impl Entry {
         state: FlowState::Udp { replied: false },
         live: false,
         evictable: false,
-        g_prev: NIL,
-        g_next: NIL,
-        c_prev: NIL,
-        c_next: NIL,
+        g_prev: Link::NONE,
+        g_next: Link::NONE,
+        c_prev: Link::NONE,
+        c_next: Link::NONE,
     };
 
     /// The tuple of the remote's answers: from the remote to the NAT address and port.
@@ -112,8 +137,8 @@ impl Entry {
 #[derive(Clone, Copy, Debug)]
 struct ClientSlot {
     count: u32,
-    head: u32,
-    tail: u32,
+    head: Link,
+    tail: Link,
 }
 
 const fn dir_bit(dir: Dir) -> u64 {
@@ -121,6 +146,12 @@ const fn dir_bit(dir: Dir) -> u64 {
         Dir::Original => 0,
         Dir::Reply => 1,
     }
+}
+
+/// An index bucket: the hash tag, the entry number plus one (so never [`EMPTY`]) and the
+/// direction bit.
+const fn bucket(tag: u32, idx: u32, dir: Dir) -> u64 {
+    ((tag as u64) << 32) | (((idx + 1) as u64) << 1) | dir_bit(dir)
 }
 
 /// Connection tracking and source NAT for up to `N` flows, indexed by `B` buckets (a power of
@@ -133,17 +164,22 @@ pub struct Conntrack<const N: usize, const B: usize> {
     pub(crate) entries: [Entry; N],
     index: [u64; B],
     key: (u64, u64),
-    free_head: u32,
+    /// Removed entries, through `g_next` (taken before the never-used ones).
+    free_head: Link,
+    /// Entries at or above this number were never used (the free list's tail, implicitly).
+    unused: u32,
     len: u32,
-    head: u32,
-    tail: u32,
+    head: Link,
+    tail: Link,
     clients: [ClientSlot; MAX_CLIENTS],
+    /// The per-client quota; 0 (never set) is the default, [`CONNTRACK_CLIENT_QUOTA`] capped at `N`.
     quota: u32,
-    pub(crate) timeouts: Timeouts,
+    /// `None`: [`Timeouts::LINUX`].
+    timeouts: Option<Timeouts>,
     pub(crate) nat_addr: Option<Ipv4Addr>,
     pub(crate) reserved_ports: Option<(u16, u16)>,
     cursor: usize,
-    /// Direct-mapped cache of recent lookups (entry number and direction bit, or `NIL`),
+    /// Direct-mapped cache of recent lookups (entry number plus one and direction bit, or 0),
     /// indexed by an unkeyed hash of the tuple: a hit skips the SipHash of the index. A hit
     /// is only taken when the cached entry is live and has exactly this tuple, so a stale or
     /// colliding slot only costs a miss (a client that aims collisions at it gets the keyed
@@ -160,32 +196,27 @@ impl<const N: usize, const B: usize> Default for Conntrack<N, B> {
 
 impl<const N: usize, const B: usize> Conntrack<N, B> {
     /// An empty table with Linux's timeouts, the default client quota (capped at `N`), an
-    /// all-zero hash key (call [`Conntrack::rekey`] before use) and no NAT address.
+    /// all-zero hash key (call [`Conntrack::rekey`] before use) and no NAT address. Its value
+    /// is all zero bytes (see the module docs).
     #[must_use]
     pub const fn new() -> Self {
         const { assert!(N > 0 && N < (1 << 31) && B.is_power_of_two() && B >= 4 * N && B <= (1 << 32)) };
-        let mut entries = [Entry::FREE; N];
-        let mut i = 0;
-        while i + 1 < N {
-            entries[i].g_next = (i + 1) as u32;
-            i += 1;
-        }
-        let quota = if (CONNTRACK_CLIENT_QUOTA as usize) < N { CONNTRACK_CLIENT_QUOTA } else { N as u32 };
         Self {
-            entries,
+            entries: [Entry::FREE; N],
             index: [EMPTY; B],
             key: (0, 0),
-            free_head: 0,
+            free_head: Link::NONE,
+            unused: 0,
             len: 0,
-            head: NIL,
-            tail: NIL,
-            clients: [ClientSlot { count: 0, head: NIL, tail: NIL }; MAX_CLIENTS],
-            quota,
-            timeouts: Timeouts::LINUX,
+            head: Link::NONE,
+            tail: Link::NONE,
+            clients: [ClientSlot { count: 0, head: Link::NONE, tail: Link::NONE }; MAX_CLIENTS],
+            quota: 0,
+            timeouts: None,
             nat_addr: None,
             reserved_ports: None,
             cursor: 0,
-            cache: [NIL; FLOW_CACHE],
+            cache: [0; FLOW_CACHE],
             stats: Stats::ZERO,
         }
     }
@@ -228,13 +259,16 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
 
     /// Replace the timeouts (applies to each flow from its next packet on).
     pub fn set_timeouts(&mut self, timeouts: Timeouts) {
-        self.timeouts = timeouts;
+        self.timeouts = Some(timeouts);
     }
 
     /// The timeouts in force.
     #[must_use]
     pub const fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
+        match &self.timeouts {
+            Some(t) => t,
+            None => &Timeouts::LINUX,
+        }
     }
 
     /// How many flows one client may hold (clamped to 1..=`N`).
@@ -245,7 +279,11 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     /// The per-client quota.
     #[must_use]
     pub const fn client_quota(&self) -> u32 {
-        self.quota
+        match self.quota {
+            0 if (CONNTRACK_CLIENT_QUOTA as usize) < N => CONNTRACK_CLIENT_QUOTA,
+            0 => N as u32,
+            q => q,
+        }
     }
 
     /// Flows tracked.
@@ -295,7 +333,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
                 return None;
             }
             if (v >> 32) as u32 == tag && v & 1 == dir_bit(dir) {
-                let idx = (v as u32) >> 1;
+                let idx = ((v as u32) >> 1) - 1;
                 if self.entries[idx as usize].tuple(dir) == *t {
                     return Some(idx);
                 }
@@ -311,12 +349,12 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         while self.index[b] != EMPTY {
             b = (b + 1) & mask;
         }
-        self.index[b] = (u64::from(tag) << 32) | (u64::from(idx) << 1) | dir_bit(dir);
+        self.index[b] = bucket(tag, idx, dir);
     }
 
     fn index_remove(&mut self, t: &Tuple, idx: u32, dir: Dir) {
         let tag = self.hash(t);
-        let want = (u64::from(tag) << 32) | (u64::from(idx) << 1) | dir_bit(dir);
+        let want = bucket(tag, idx, dir);
         let mask = B - 1;
         let mut b = tag as usize & mask;
         while self.index[b] != want {
@@ -354,21 +392,19 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         let e = &mut self.entries[idx as usize];
         e.evictable = true;
         e.g_prev = gt;
-        e.g_next = NIL;
+        e.g_next = Link::NONE;
         e.c_prev = ct;
-        e.c_next = NIL;
-        if gt == NIL {
-            self.head = idx;
-        } else {
-            self.entries[gt as usize].g_next = idx;
+        e.c_next = Link::NONE;
+        match gt.get() {
+            None => self.head = Link::to(idx),
+            Some(t) => self.entries[t as usize].g_next = Link::to(idx),
         }
-        self.tail = idx;
-        if ct == NIL {
-            self.clients[c].head = idx;
-        } else {
-            self.entries[ct as usize].c_next = idx;
+        self.tail = Link::to(idx);
+        match ct.get() {
+            None => self.clients[c].head = Link::to(idx),
+            Some(t) => self.entries[t as usize].c_next = Link::to(idx),
         }
-        self.clients[c].tail = idx;
+        self.clients[c].tail = Link::to(idx);
     }
 
     fn unlink(&mut self, idx: u32) {
@@ -377,37 +413,38 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
             return;
         }
         let c = usize::from(e.client);
-        match e.g_prev {
-            NIL => self.head = e.g_next,
-            p => self.entries[p as usize].g_next = e.g_next,
+        match e.g_prev.get() {
+            None => self.head = e.g_next,
+            Some(p) => self.entries[p as usize].g_next = e.g_next,
         }
-        match e.g_next {
-            NIL => self.tail = e.g_prev,
-            n => self.entries[n as usize].g_prev = e.g_prev,
+        match e.g_next.get() {
+            None => self.tail = e.g_prev,
+            Some(n) => self.entries[n as usize].g_prev = e.g_prev,
         }
-        match e.c_prev {
-            NIL => self.clients[c].head = e.c_next,
-            p => self.entries[p as usize].c_next = e.c_next,
+        match e.c_prev.get() {
+            None => self.clients[c].head = e.c_next,
+            Some(p) => self.entries[p as usize].c_next = e.c_next,
         }
-        match e.c_next {
-            NIL => self.clients[c].tail = e.c_prev,
-            n => self.entries[n as usize].c_prev = e.c_prev,
+        match e.c_next.get() {
+            None => self.clients[c].tail = e.c_prev,
+            Some(n) => self.entries[n as usize].c_prev = e.c_prev,
         }
         let e = &mut self.entries[idx as usize];
         e.evictable = false;
-        e.g_prev = NIL;
-        e.g_next = NIL;
-        e.c_prev = NIL;
-        e.c_next = NIL;
+        e.g_prev = Link::NONE;
+        e.g_next = Link::NONE;
+        e.c_prev = Link::NONE;
+        e.c_next = Link::NONE;
     }
 
     /// Set a flow's state and deadline, moving it on or off the evictable lists.
     pub(crate) fn set_state(&mut self, idx: u32, state: FlowState, now: u64) {
         let was = self.entries[idx as usize].evictable;
         let is = state.evictable();
+        let expires = now.saturating_add(self.timeouts().of(state));
         let e = &mut self.entries[idx as usize];
         e.state = state;
-        e.expires = now.saturating_add(self.timeouts.of(state));
+        e.expires = expires;
         if was && !is {
             self.unlink(idx);
         } else if !was && is {
@@ -429,7 +466,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         let f = &mut self.entries[idx as usize];
         *f = Entry::FREE;
         f.g_next = self.free_head;
-        self.free_head = idx;
+        self.free_head = Link::to(idx);
     }
 
     /// Remove `idx` to make room: counted as expired if it is, else with `evicted`.
@@ -447,28 +484,29 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     /// Make room for a new flow of `client` (the eviction policy in the module docs).
     pub(crate) fn admit(&mut self, client: ClientId, now: u64) -> Result<(), Refusal> {
         let c = client.index();
-        if self.clients[c].count >= self.quota && self.clients[c].head == NIL {
+        let quota = self.client_quota();
+        if self.clients[c].count >= quota && self.clients[c].head == Link::NONE {
             self.expire(now, SWEEP_ON_FULL);
         }
-        if self.clients[c].count >= self.quota {
-            match self.clients[c].head {
-                NIL => {
+        if self.clients[c].count >= quota {
+            match self.clients[c].head.get() {
+                None => {
                     self.stats.refused_quota += 1;
                     return Err(Refusal::QuotaFull);
                 }
-                h => self.reclaim(h, now, true),
+                Some(h) => self.reclaim(h, now, true),
             }
         }
-        if self.len as usize >= N && self.head == NIL {
+        if self.len as usize >= N && self.head == Link::NONE {
             self.expire(now, SWEEP_ON_FULL);
         }
         if self.len as usize >= N {
-            match self.head {
-                NIL => {
+            match self.head.get() {
+                None => {
                     self.stats.refused_full += 1;
                     return Err(Refusal::TableFull);
                 }
-                h => self.reclaim(h, now, false),
+                Some(h) => self.reclaim(h, now, false),
             }
         }
         Ok(())
@@ -484,9 +522,19 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         state: FlowState,
         now: u64,
     ) -> u32 {
-        let idx = self.free_head;
-        debug_assert!(idx != NIL);
-        self.free_head = self.entries[idx as usize].g_next;
+        // Removed entries first, then never-used ones: the order a free list threaded
+        // through every entry at start would give.
+        let idx = match self.free_head.get() {
+            Some(i) => {
+                self.free_head = self.entries[i as usize].g_next;
+                i
+            }
+            None => {
+                debug_assert!((self.unused as usize) < N, "insert without room");
+                self.unused += 1;
+                self.unused - 1
+            }
+        };
         self.entries[idx as usize] =
             Entry { orig, nat_addr, nat_port, expires: 0, client: client.get(), state, live: true, ..Entry::FREE };
         let reply = self.entries[idx as usize].reply();
@@ -511,15 +559,15 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     fn find_cached(&mut self, t: &Tuple, dir: Dir) -> Option<u32> {
         let slot = Self::cache_slot(t, dir);
         let v = self.cache[slot];
-        if v != NIL && u64::from(v & 1) == dir_bit(dir) {
-            let idx = v >> 1;
+        if v != 0 && u64::from(v & 1) == dir_bit(dir) {
+            let idx = (v >> 1) - 1;
             let e = &self.entries[idx as usize];
             if e.live && e.tuple(dir) == *t {
                 return Some(idx);
             }
         }
         let idx = self.find(t, dir)?;
-        self.cache[slot] = (idx << 1) | dir_bit(dir) as u32;
+        self.cache[slot] = ((idx + 1) << 1) | dir_bit(dir) as u32;
         Some(idx)
     }
 

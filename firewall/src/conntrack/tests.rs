@@ -688,3 +688,45 @@ fn rekey_and_sizes() {
     eprintln!("DefaultConntrack: {size} bytes, entry {} bytes", core::mem::size_of::<table::Entry>());
     assert!(size < 8 << 20, "{size}");
 }
+
+/// A new table stores its defaults as zero ("unset"): they read back as the documented
+/// defaults, and set values replace them.
+#[test]
+fn defaults_until_set() {
+    let mut t = table::<64, 256>();
+    assert_eq!(t.client_quota(), 64);
+    assert_eq!(*t.timeouts(), Timeouts::LINUX);
+    // Larger than the default quota (a static: too big for the test thread's stack).
+    static BIG: Conntrack<32768, 131_072> = Conntrack::new();
+    assert_eq!(BIG.client_quota(), crate::config::CONNTRACK_CLIENT_QUOTA);
+    t.set_client_quota(3);
+    assert_eq!(t.client_quota(), 3);
+    let tos = Timeouts { udp_unreplied: 7, ..Timeouts::LINUX };
+    t.set_timeouts(tos);
+    assert_eq!(*t.timeouts(), tos);
+}
+
+/// Every one of the `N` entries is used (never-used ones after removed ones), and a table
+/// emptied by a flush fills up again.
+#[test]
+fn every_entry_is_usable_and_reused() {
+    let mut t = table::<16, 64>();
+    t.set_client_quota(16);
+    for round in 0..3u64 {
+        for p in 0..16u16 {
+            let r = out(&mut t, 0, &mut udp_pkt(CLIENT, 1000 + p, REMOTE, 53, b""), round);
+            assert_eq!(r, Outbound::Forward { new: true }, "round {round}, flow {p}");
+        }
+        assert_eq!(t.len(), 16);
+        assert!(t.entries.iter().all(|e| e.live));
+        // Full, every flow replied (not evictable): another client's new flow is refused.
+        for p in 0..16u16 {
+            let q = udp_pkt(UPLINK, 1000 + p, REMOTE, 53, b"");
+            assert!(matches!(t.inbound(&mut reply_to(&q, 0), false, round), Inbound::Forward { .. }));
+        }
+        let r = out(&mut t, 1, &mut udp_pkt(CLIENT2, 2000, REMOTE, 53, b""), round);
+        assert_eq!(r, Outbound::Refused(Refusal::TableFull));
+        assert_eq!(t.flush_client(c(0)), 16);
+        assert!(t.is_empty());
+    }
+}

@@ -120,7 +120,9 @@ pub struct Rx {
 pub struct Firewall<const N: usize, const B: usize, const C: usize> {
     conntrack: Conntrack<N, B>,
     uplink: Option<UplinkConfig>,
-    downlink: DownlinkConfig,
+    /// `None`: [`Firewall::DEFAULT_DOWNLINK`] (kept as `None` so that a new engine is all
+    /// zero bytes: its `static` lands in `.bss`, not in the image).
+    downlink: Option<DownlinkConfig>,
     dns: [IpAddr; 2],
     dns_len: usize,
     clients: [ClientSlot; C],
@@ -140,13 +142,19 @@ impl<const N: usize, const B: usize, const C: usize> Default for Firewall<N, B, 
 }
 
 impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
-    /// An unconfigured engine: no uplink, no clients, gateway 0.0.0.0, all-zero hash key.
+    /// Our side of the client links until [`Firewall::set_downlink`]: Qubes' defaults with
+    /// gateway 0.0.0.0.
+    pub const DEFAULT_DOWNLINK: DownlinkConfig = DownlinkConfig::qubes(Ipv4Addr::UNSPECIFIED);
+
+    /// An unconfigured engine: no uplink, no clients, gateway 0.0.0.0, all-zero hash key. Its
+    /// value is all zero bytes (`tests/zero_init.rs`), so a `static` of it costs nothing in
+    /// the image.
     #[must_use]
     pub const fn new() -> Self {
         Self {
             conntrack: Conntrack::new(),
             uplink: None,
-            downlink: DownlinkConfig::qubes(Ipv4Addr::UNSPECIFIED),
+            downlink: None,
             dns: [IpAddr::V4(Ipv4Addr::UNSPECIFIED); 2],
             dns_len: 0,
             clients: [const { ClientSlot::EMPTY }; C],
@@ -184,7 +192,16 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
 
     /// Set our side of the client links.
     pub fn set_downlink(&mut self, downlink: DownlinkConfig) {
-        self.downlink = downlink;
+        self.downlink = Some(downlink);
+    }
+
+    /// Our side of the client links in force.
+    #[must_use]
+    pub const fn downlink(&self) -> DownlinkConfig {
+        match self.downlink {
+            Some(d) => d,
+            None => Self::DEFAULT_DOWNLINK,
+        }
     }
 
     /// The DNS servers (`/qubes-primary-dns`, `/qubes-secondary-dns`): what
@@ -453,7 +470,7 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
             return Decision::Drop(DropCause::Spoofed);
         }
         let dst = meta.dst;
-        let local = dst == self.downlink.gateway || self.uplink.is_some_and(|u| u.addr == dst);
+        let local = dst == self.downlink().gateway || self.uplink.is_some_and(|u| u.addr == dst);
         if !local {
             if !is_unicast(dst, self.uplink.as_ref()) {
                 return Decision::Drop(DropCause::NotUnicast);
@@ -547,7 +564,7 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
             IpProtocol::Icmp => {
                 if l4.first().map(|&t| icmpv4::Message::from(t)) == Some(icmpv4::Message::EchoRequest) {
                     let mac = self.clients[usize::from(id.get())].cfg.mac;
-                    return match builder::icmpv4_echo_reply(reply, self.downlink.mac, mac, ip) {
+                    return match builder::icmpv4_echo_reply(reply, self.downlink().mac, mac, ip) {
                         Ok(len) => Decision::Reply { to, len, dropped: None },
                         Err(_) => Decision::Drop(DropCause::Malformed),
                     };
@@ -606,7 +623,7 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
             // We are the destination as far as the outside knows (NAT): no time-exceeded.
             return Decision::Drop(DropCause::TtlExpired);
         }
-        let mtu = self.downlink.mtu;
+        let mtu = self.downlink().mtu;
         let too_big = meta.total > usize::from(mtu);
         if too_big && (meta.dont_frag || fragment::fragment_count(meta.total, meta.header_len, mtu).is_none()) {
             if !self.conntrack.is_tracked_reply(&buf[ETH..end]) {
@@ -626,7 +643,7 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
                 };
                 let mac = s.cfg.mac;
                 ipv4::Packet::new_unchecked(&mut buf[ETH..end]).decrement_ttl();
-                set_macs(buf, self.downlink.mac, mac);
+                set_macs(buf, self.downlink().mac, mac);
                 self.emit(Egress::Client(client), buf, end, csum, mtu)
             }
             Inbound::NotTracked => Decision::Drop(DropCause::NotTracked),
@@ -678,7 +695,7 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
         }
         let (src_mac, dst_mac, ours) = match to {
             Egress::Client(id) => {
-                (self.downlink.mac, self.clients[usize::from(id.get())].cfg.mac, self.downlink.gateway)
+                (self.downlink().mac, self.clients[usize::from(id.get())].cfg.mac, self.downlink().gateway)
             }
             Egress::Uplink => match self.uplink {
                 Some(u) => (u.mac, u.gateway_mac, u.addr),

@@ -50,35 +50,40 @@ impl Bucket {
     }
 }
 
-/// The limiter.
+/// The limiter. Its initial value is all zero bytes (`None` standing for the defaults), so
+/// the engine's `static` stays in `.bss`.
 pub(crate) struct IcmpLimiter {
-    limits: IcmpLimits,
-    global: Bucket,
+    /// `None`: [`IcmpLimits::LINUX`].
+    limits: Option<IcmpLimits>,
+    /// `None`: not used yet, i.e. full for Linux's defaults ([`IcmpLimiter::INITIAL_GLOBAL`]).
+    global: Option<Bucket>,
     sources: [(Option<Ipv4Addr>, Bucket); ICMP_LIMIT_SOURCES],
 }
 
 impl IcmpLimiter {
+    /// The global bucket before its first use: full for Linux's defaults at time 0.
+    const INITIAL_GLOBAL: Bucket =
+        Bucket { credit: IcmpLimits::LINUX.global_interval * IcmpLimits::LINUX.global_burst as u64, last: 0 };
+
     pub(crate) const fn new() -> Self {
-        let l = IcmpLimits::LINUX;
-        Self {
-            limits: l,
-            global: Bucket { credit: l.global_interval * l.global_burst as u64, last: 0 },
-            sources: [(None, Bucket { credit: 0, last: 0 }); ICMP_LIMIT_SOURCES],
-        }
+        Self { limits: None, global: None, sources: [(None, Bucket { credit: 0, last: 0 }); ICMP_LIMIT_SOURCES] }
     }
 
     pub(crate) fn set_limits(&mut self, limits: IcmpLimits) {
-        self.limits = limits;
+        self.limits = Some(limits);
     }
 
     pub(crate) const fn limits(&self) -> &IcmpLimits {
-        &self.limits
+        match &self.limits {
+            Some(l) => l,
+            None => &IcmpLimits::LINUX,
+        }
     }
 
     /// Whether an error to `dst` may be sent now. `per_source`: also charge `dst`'s bucket
     /// (Linux exempts "fragmentation needed" from it: path-MTU discovery must work).
     pub(crate) fn allow(&mut self, dst: Ipv4Addr, now: u64, per_source: bool) -> bool {
-        let l = self.limits;
+        let l = *self.limits();
         if per_source {
             let i = (dst.to_bits().wrapping_mul(0x9e37_79b9) >> 16) as usize % ICMP_LIMIT_SOURCES;
             let (who, b) = &mut self.sources[i];
@@ -90,6 +95,6 @@ impl IcmpLimiter {
                 return false;
             }
         }
-        self.global.take(now, l.global_interval, l.global_burst)
+        self.global.get_or_insert(Self::INITIAL_GLOBAL).take(now, l.global_interval, l.global_burst)
     }
 }

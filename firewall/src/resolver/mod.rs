@@ -145,20 +145,43 @@ struct Entry {
     expires: u64,
     /// When the next lookup starts (refresh, or retry after a failure).
     next_lookup: u64,
-    lookup: Option<Lookup>,
+    /// A lookup is under way, in `lookup` (a flag rather than an `Option`, whose `None`
+    /// would be a nonzero niche value: a free entry is all zero bytes, so the engine's
+    /// `static` stays in `.bss`).
+    looking: bool,
+    lookup: Lookup,
 }
 
 impl Entry {
+    /// `complete` is only read in state `Resolved`, which sets it.
     const FREE: Entry = Entry {
         refs: 0,
         name: String::new(),
         state: State::Unresolved,
         addrs: Vec::new(),
-        complete: true,
+        complete: false,
         expires: 0,
         next_lookup: 0,
-        lookup: None,
+        looking: false,
+        lookup: Lookup::IDLE,
     };
+}
+
+impl Query {
+    const IDLE: Query = Query {
+        qtype: dns::Type::A,
+        id: 0,
+        server: Ipv4Addr::UNSPECIFIED,
+        deadline: 0,
+        tries: 0,
+        waiting: false,
+        done: false,
+    };
+}
+
+impl Lookup {
+    /// The unused lookup of an entry that is not looking anything up (never read).
+    const IDLE: Lookup = Lookup { queries: [Query::IDLE; 2], addrs: Vec::new(), complete: false, min_ttl: 0 };
 }
 
 /// The resolver: [`RESOLVER_NAMES`] cached names.
@@ -166,7 +189,8 @@ pub struct Resolver {
     entries: [Entry; RESOLVER_NAMES],
     servers: [Option<Ipv4Addr>; 2],
     port: u16,
-    timers: Timers,
+    /// `None`: [`Timers::DEFAULT`] (so that a new resolver is all zero bytes).
+    timers: Option<Timers>,
     cursor: usize,
     stats: Stats,
 }
@@ -185,7 +209,7 @@ impl Resolver {
             entries: [const { Entry::FREE }; RESOLVER_NAMES],
             servers: [None, None],
             port: 0,
-            timers: Timers::DEFAULT,
+            timers: None,
             cursor: 0,
             stats: Stats {
                 queries: 0,
@@ -207,7 +231,7 @@ impl Resolver {
         if self.servers != servers {
             self.servers = servers;
             for e in &mut self.entries {
-                e.lookup = None;
+                e.looking = false;
                 e.next_lookup = 0;
             }
         }
@@ -218,7 +242,7 @@ impl Resolver {
     pub fn set_port(&mut self, port: u16) {
         self.port = port;
         for e in &mut self.entries {
-            e.lookup = None;
+            e.looking = false;
             e.next_lookup = 0;
         }
     }
@@ -231,7 +255,16 @@ impl Resolver {
 
     /// Replace the timers.
     pub fn set_timers(&mut self, timers: Timers) {
-        self.timers = timers;
+        self.timers = Some(timers);
+    }
+
+    /// The timers in force.
+    #[must_use]
+    pub const fn timers(&self) -> &Timers {
+        match &self.timers {
+            Some(t) => t,
+            None => &Timers::DEFAULT,
+        }
     }
 
     /// The counters.
@@ -313,10 +346,10 @@ impl Resolver {
         for e in self.entries.iter_mut().filter(|e| e.refs > 0) {
             if e.state == State::Resolved && now >= e.expires {
                 // Fail closed: nothing valid any more, and the refresh has not succeeded.
-                e.state = if e.lookup.is_some() { State::Unresolved } else { State::Failed };
+                e.state = if e.looking { State::Unresolved } else { State::Failed };
                 e.addrs.clear();
             }
-            if e.lookup.is_none() && now >= e.next_lookup {
+            if !e.looking && now >= e.next_lookup {
                 let q = |qtype| Query {
                     qtype,
                     id: 0,
@@ -326,12 +359,13 @@ impl Resolver {
                     waiting: false,
                     done: false,
                 };
-                e.lookup = Some(Lookup {
+                e.lookup = Lookup {
                     queries: [q(dns::Type::A), q(dns::Type::Aaaa)],
                     addrs: Vec::new(),
                     complete: true,
                     min_ttl: u32::MAX,
-                });
+                };
+                e.looking = true;
             }
         }
     }
@@ -354,14 +388,17 @@ impl Resolver {
             return None;
         }
         self.tick(now);
-        let timers = self.timers;
+        let timers = *self.timers();
         for k in 0..RESOLVER_NAMES {
             let i = (self.cursor + k) % RESOLVER_NAMES;
             let e = &mut self.entries[i];
             if e.refs == 0 {
                 continue;
             }
-            let Some(l) = e.lookup.as_mut() else { continue };
+            if !e.looking {
+                continue;
+            }
+            let l = &mut e.lookup;
             for q in &mut l.queries {
                 if q.done || (q.waiting && now < q.deadline) {
                     continue;
@@ -402,13 +439,12 @@ impl Resolver {
         let mut best: Option<u64> = None;
         let mut note = |t: u64| best = Some(best.map_or(t, |b| b.min(t)));
         for e in self.entries.iter().filter(|e| e.refs > 0) {
-            match &e.lookup {
-                Some(l) => {
-                    for q in l.queries.iter().filter(|q| !q.done) {
-                        note(if q.waiting { q.deadline } else { 0 });
-                    }
+            if e.looking {
+                for q in e.lookup.queries.iter().filter(|q| !q.done) {
+                    note(if q.waiting { q.deadline } else { 0 });
                 }
-                None => note(e.next_lookup),
+            } else {
+                note(e.next_lookup);
             }
             if e.state == State::Resolved {
                 note(e.expires);
@@ -419,7 +455,11 @@ impl Resolver {
 
     /// A lookup has ended: install its addresses or record the failure.
     fn finish(e: &mut Entry, now: u64, timers: &Timers, stats: &mut Stats) {
-        let Some(l) = e.lookup.take() else { return };
+        if !e.looking {
+            return;
+        }
+        e.looking = false;
+        let l = core::mem::replace(&mut e.lookup, Lookup::IDLE);
         if l.addrs.is_empty() {
             stats.failed += 1;
             if e.state != State::Resolved {
@@ -466,7 +506,10 @@ impl Resolver {
         let mut found = None;
         let mut wrong_source = false;
         for (i, e) in self.entries.iter().enumerate().filter(|(_, e)| e.refs > 0) {
-            let Some(l) = &e.lookup else { continue };
+            if !e.looking {
+                continue;
+            }
+            let l = &e.lookup;
             for (j, q) in l.queries.iter().enumerate() {
                 if q.waiting && !q.done && q.id == id {
                     if q.server == src && src_port == 53 {
@@ -481,7 +524,10 @@ impl Resolver {
             return Err(if wrong_source { ReplyRejected::WrongSource } else { ReplyRejected::UnknownId });
         };
         let e = &self.entries[i];
-        let Some(l) = &e.lookup else { return Err(ReplyRejected::UnknownId) };
+        if !e.looking {
+            return Err(ReplyRejected::UnknownId);
+        }
+        let l = &e.lookup;
         let qtype = l.queries[j].qtype;
         // The question must be ours, exactly one.
         if p.question_count() != 1 {
@@ -548,9 +594,12 @@ impl Resolver {
             }
             complete = false;
         }
-        let timers = self.timers;
+        let timers = *self.timers();
         let e = &mut self.entries[i];
-        let Some(l) = e.lookup.as_mut() else { return Err(ReplyRejected::UnknownId) };
+        if !e.looking {
+            return Err(ReplyRejected::UnknownId);
+        }
+        let l = &mut e.lookup;
         let q = &mut l.queries[j];
         q.waiting = false;
         q.done = true;

@@ -443,11 +443,14 @@ pub struct ClientRules {
     state: State,
 }
 
+/// Explicit tags: `NotCommitted` (a client's start) is 0, so a new [`ClientRules`] is all
+/// zero bytes.
 #[derive(Clone, Copy, Debug)]
+#[repr(u8)]
 enum State {
-    NotCommitted,
-    Invalid(RuleSetError),
-    Active,
+    NotCommitted = 0,
+    Invalid(RuleSetError) = 1,
+    Active = 2,
 }
 
 /// What [`ClientRules`] holds, for reporting (`/qubes-iptables-error`, logs).

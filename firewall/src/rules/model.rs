@@ -33,13 +33,16 @@ impl Family {
 }
 
 /// What a rule (or the policy) does with a flow it matches.
+///
+/// `Drop` is tag 0 so that an empty rule set (policy `drop`) is all zero bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum Action {
     /// `action=accept`: forward the flow.
-    Accept,
+    Accept = 1,
     /// `action=drop`: refuse the flow and answer with ICMP administratively prohibited, as
     /// Linux `sys-firewall` does (`reject with icmp type admin-prohibited`).
-    Drop,
+    Drop = 0,
 }
 
 /// `proto=`: the transport protocol a rule is restricted to.
