@@ -402,6 +402,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
                 ControlAction::DumpCounters => {
                     dump_counters(&xs, &control, &uplink, &pool, &host);
                     dump_datapath(&netback, &down);
+                    dump!("counters dump end");
                 }
             }
         }
@@ -767,5 +768,4 @@ fn dump_counters(xs: &Client, control: &Control, uplink: &Netfront, pool: &Pool,
     );
     dump!("  uplink.counters = {:?}", uplink.counters());
     dump!("  uplink.host = {:?}", host.counters);
-    dump!("counters dump end");
 }

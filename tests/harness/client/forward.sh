@@ -7,10 +7,10 @@ got=$(sha256sum /tmp/blob | cut -d' ' -f1)
 echo "download: $(wc -c < /tmp/blob) bytes sha256 $got"
 check "HTTP download through NAT, checksum matches" [ "$got" = "$SHA" ]
 check "UDP echo through NAT: 2000 intact" /client/udp-echo-check $SERVER 7777 2000 16
-wget -T 5 -q -O /tmp/x "http://$SERVER:81/" > /tmp/w81 2>&1
+nc -w 5 $SERVER 81 < /dev/null > /tmp/w81 2>&1
 cat /tmp/w81
 check "a drop rule answers admin-prohibited (No route to host)" grep -q 'No route to host' /tmp/w81
-wget -T 5 -q -O /tmp/x "http://$SERVER:82/" > /tmp/w82 2>&1
+nc -w 5 $SERVER 82 < /dev/null > /tmp/w82 2>&1
 cat /tmp/w82
 check "a port outside dstports is refused" grep -q 'No route to host' /tmp/w82
 traceroute -n -m 1 -q 1 -w 3 $SERVER > /tmp/tr 2>&1

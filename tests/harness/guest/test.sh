@@ -28,7 +28,10 @@ for s in $(cat /guest/scenarios.list); do
         echo "===== xl list"; xl list; sleep 1; xl list
         xenctx=$(ls /usr/lib/xen*/bin/xenctx 2>/dev/null | head -1)
         for d in $(xl list | awk 'NR>1 && $1 ~ /^pc-/ {print $2}'); do
-            [ -n "$xenctx" ] && { echo "===== xenctx domain $d"; "$xenctx" -s /guest/portcullis.map -f -a "$d" 0 2>&1 | head -40; }
+            [ -n "$xenctx" ] || continue
+            echo "===== xenctx domain $d"
+            "$xenctx" -s /guest/portcullis.map -k 0x100000 -l 48 -f -a "$d" 0 2>&1 | head -90
+            for k in 1 2 3 4 5 6; do "$xenctx" -s /guest/portcullis.map -k 0x100000 "$d" 0 2>&1 | grep -m1 '^rip'; sleep 0.3; done
         done
     fi
     for d in $(xl list | awk 'NR>1 && $1 ~ /^pc-/ {print $1}'); do xl destroy "$d"; done
