@@ -200,6 +200,10 @@ fn detach_closes_removes_the_directory_and_frees_everything() {
     let vif = connect(&mut pc, &mut f);
     f.dev.detach();
     run(&mut pc, &mut [&mut f]);
+    // libxl waits for Closed, then for the directory: Closed stays readable a moment.
+    assert_eq!(f.dev.backend_state(), Some(XenbusState::Closed), "Closed before the directory goes");
+    pc.advance(xen_front::netback::REMOVE_DELAY_NS);
+    run(&mut pc, &mut [&mut f]);
     assert!(f.dev.backend_gone(), "backend directory removed");
     assert_eq!(f.state(), XenbusState::Closed);
     assert_eq!(f.leaked_grants, 0, "every grant came back once the backend unmapped");

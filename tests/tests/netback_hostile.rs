@@ -300,6 +300,7 @@ fn a_frontend_that_vanishes_mid_copy_is_torn_down() {
     // libxl cleans up; the directory goes.
     w.bad.dev.detach();
     w.pc.settle();
+    w.pc.advance(xen_front::netback::REMOVE_DELAY_NS);
     assert!(w.bad.dev.backend_gone());
     good_still_works(&mut w);
 }

@@ -79,7 +79,7 @@ type = "pvh"
 kernel = "/guest/vmlinux"
 ramdisk = "/tmp/client.cpio.gz"
 extra = "console=hvc0 rdinit=/init quiet pc_ip=$ip pc_gw=$CLIENT_GW pc_role=$role $extra"
-memory = 96
+memory = ${CLIENT_MEM:-96}
 vcpus = 1
 vif = [ 'backend=$backend,ip=$ip$vifextra' ]
 on_poweroff = "destroy"

@@ -11,7 +11,10 @@ use crate::xenstore::{Client, DirEntries, Error, ReqId, Request, TxId};
 use super::link::{ConnectError, Link, window_gfns};
 use super::path::{PATH_MAX, backend_path, frontend_path};
 use super::vif::{BKey, FKey, Op, Phase, Vif, WKey, WatchState};
-use super::{CLOSE_GRACE_NS, FRONT_POLL_NS, FRONT_WATCH_MAX, MAX_VIFS, Netback, SWEEP_NS, XS_BUDGET, XS_TIMEOUT_NS};
+use super::{
+    CLOSE_GRACE_NS, FRONT_POLL_NS, FRONT_WATCH_MAX, MAX_VIFS, Netback, REMOVE_DELAY_NS, SWEEP_NS, XS_BUDGET,
+    XS_TIMEOUT_NS,
+};
 use crate::xenstore::PathBuf;
 use crate::xs_path;
 
@@ -705,6 +708,10 @@ impl Netback {
                 v.wrote = true;
                 if !v.online {
                     v.phase = Phase::Remove;
+                    // libxl reads `state` = Closed when its watch fires, then waits for the
+                    // directory to go: removing it at once can beat that read (libxl then
+                    // logs "unable to remove device" and waits out its timeout).
+                    v.retry_at = now.saturating_add(REMOVE_DELAY_NS);
                 } else {
                     v.next_front_poll = now;
                     v.reread_front = true;
@@ -873,7 +880,10 @@ impl Netback {
     /// The toolstack set `online` = 0: close (if not yet) and then remove the directory.
     fn start_removal<X: EventChannels + GrantTables>(&mut self, i: usize, xen: &X, now: u64) {
         match self.vifs[i].phase {
-            Phase::Closed if self.vifs[i].wrote => self.vifs[i].phase = Phase::Remove,
+            Phase::Closed if self.vifs[i].wrote => {
+                self.vifs[i].phase = Phase::Remove;
+                self.vifs[i].retry_at = now.saturating_add(REMOVE_DELAY_NS);
+            }
             Phase::Refused => self.vifs[i].phase = Phase::Remove,
             Phase::Closing { .. } | Phase::Closed | Phase::Remove | Phase::Release | Phase::Free => {}
             Phase::Probe(_) => self.vifs[i].phase = Phase::Remove,

@@ -104,6 +104,9 @@ pub const SWEEP_NS: u64 = 1_000_000_000;
 /// How long we wait in Closing for the frontend before going Closed anyway (libxl gives the
 /// whole removal 10 s).
 pub const CLOSE_GRACE_NS: u64 = 2_000_000_000;
+/// How long a vif stays Closed before its directory is removed (after `online` = 0), so the
+/// toolstack sees the Closed state it waits for (libxl gives the whole removal 10 s).
+pub const REMOVE_DELAY_NS: u64 = 1_000_000_000;
 /// Per-request xenstore timeout.
 pub const XS_TIMEOUT_NS: u64 = 10_000_000_000;
 /// Malformed frames or failed copies after which a client is disconnected.

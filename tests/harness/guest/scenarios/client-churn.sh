@@ -1,6 +1,9 @@
 #!/bin/bash
 # client-churn: 25 cycles of xl create + xl destroy of a client VM, and 25 of
-# xl network-attach + network-detach on a running one. Each vif must connect, and its backend
+# xl network-attach + network-detach on a running Linux client. The created clients are
+# portcullis instances (their uplink netfront is the client: a boot takes a second where a
+# Linux kernel takes 20-40 s under emulation); Linux's netfront is the peer of the attach
+# cycles and of the final client. Each vif must connect, and its backend
 # directory must be gone within 10 s of the destroy/detach. Afterwards portcullis's grant
 # pool and netback resources equal their values before the first cycle, xl list shows no
 # dying or (null) domain, xl info's free memory is back at its baseline, and a final client
@@ -30,7 +33,7 @@ backend_gone() {
 t0=$(date +%s.%N)
 for i in $(seq 1 $CYCLES); do
     n=$(ups)
-    client_start pc-churn 10.137.0.20 idle $FW "pc_stay=1"
+    portcullis_start pc-churn "" "vif = [ 'backend=$FW,ip=10.137.0.20' ]"
     domid=$(xl domid pc-churn)
     end=$(( $(date +%s) + 60 ))
     until [ "$(ups)" -gt "$n" ]; do
@@ -43,7 +46,7 @@ done
 echo "$CYCLES create/destroy cycles in $(elapsed "$t0") s"
 
 client_start pc-host 10.137.0.21 idle $FW "pc_stay=1"
-wait_console pc-host 'CLIENT-DONE rc=0' 90 || fail "the attach host did not come up"
+wait_console pc-host 'CLIENT-DONE rc=0' 180 || fail "the attach host did not come up"
 hostid=$(xl domid pc-host)
 t0=$(date +%s.%N)
 for i in $(seq 1 $CYCLES); do
@@ -64,7 +67,7 @@ backend_gone "$hostid" 0 || fail "backend directory of the attach host still the
 
 # A final client still works.
 client_start pc-final 10.137.0.22 idle $FW
-client_result pc-final 90 || fail "the final client failed"
+client_result pc-final 180 || fail "the final client failed"
 wait_gone pc-final 30 || fail "the final client did not power off"
 
 sleep 3

@@ -5,6 +5,8 @@
 . /guest/lib.sh
 FW=pc-fw
 PER=${PER:-24}
+# Each Linux netfront keeps 256 RX pages posted: 25 vifs need more than the usual 96 MiB.
+export CLIENT_MEM=320
 portcullis_start $FW "ip=10.0.0.2/24 gw=10.0.0.1 client-gw=$CLIENT_GW" "vif = [ 'bridge=xenbr0,mac=00:16:3e:5e:00:02' ]"
 wait_console $FW 'uplink: connected' 30 || fail "portcullis did not come up"
 FWID=$(xl domid $FW)
