@@ -74,7 +74,13 @@ global_asm!(
     "mov rdi, rsp",
     "call xen_front_fault_entry",
     "ud2",
-    // The event upcall: clear upcall_pending (Xen re-injects while it is set), count, return.
+    // The event upcall: clear upcall_pending (Xen re-injects while it is set), count, and
+    // return with interrupts off (IF cleared in the saved RFLAGS, at [rsp + 24] after the
+    // push). Interrupts are only ever on in the idle `sti; hlt`, whose next instruction is
+    // `cli` anyway; returning with IF set let a vector Xen kept re-injecting (seen under
+    // heavy client load in the harness: every sample of the vCPU inside this stub, the loop
+    // stuck before its `cli`) starve the loop. With IF off, each idle wakes once and the loop
+    // always runs; a re-injected vector only makes the next idle return at once.
     ".balign 16",
     ".globl xen_front_upcall_stub",
     "xen_front_upcall_stub:",
@@ -85,12 +91,14 @@ global_asm!(
     "mov byte ptr [rax], 0",
     "2:",
     "lock inc qword ptr [rip + XEN_FRONT_UPCALLS]",
+    "and qword ptr [rsp + 24], ~0x200",
     "pop rax",
     "iretq",
     ".balign 16",
     ".globl xen_front_spurious_stub",
     "xen_front_spurious_stub:",
     "lock inc qword ptr [rip + XEN_FRONT_SPURIOUS]",
+    "and qword ptr [rsp + 16], ~0x200",
     "iretq",
     ".popsection",
 );
