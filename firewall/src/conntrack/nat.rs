@@ -3,11 +3,12 @@
 
 use core::net::Ipv4Addr;
 
+use netstack::checksum;
 use netstack::nat::{Rewrite, rewrite_ipv4};
 
 use super::Conntrack;
 use super::state::Dir;
-use super::tuple::Tuple;
+use super::tuple::{L4, Parsed, Tuple};
 use crate::config::NAT_PORT_TRIES;
 use crate::rules::IPPROTO_ICMP;
 
@@ -55,15 +56,98 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     }
 }
 
-/// Rewrite the source of a client's packet to `addr`/`port` (ICMP echo: the identifier).
-pub(crate) fn snat(packet: &mut [u8], addr: Ipv4Addr, port: u16, csum_blank: bool) -> netstack::Result<()> {
+/// Rewrite the source of a client's packet (parsed as `p`) to `addr`/`port` (ICMP echo: the
+/// identifier).
+pub(crate) fn snat(packet: &mut [u8], p: &Parsed, addr: Ipv4Addr, port: u16, csum_blank: bool) -> netstack::Result<()> {
+    if rewrite_tcp_udp(packet, p, End::Source, addr, port, csum_blank) {
+        return Ok(());
+    }
     let rw = Rewrite { src_addr: Some(addr), src_port: Some(port), ..Rewrite::default() };
     rewrite_ipv4(packet, &rw, csum_blank)
 }
 
-/// Rewrite the destination of a reply to the client's `addr`/`port` (ICMP echo reply: the
-/// identifier).
-pub(crate) fn unsnat(packet: &mut [u8], addr: Ipv4Addr, port: u16, csum_blank: bool) -> netstack::Result<()> {
+/// Rewrite the destination of a reply (parsed as `p`) to the client's `addr`/`port` (ICMP
+/// echo reply: the identifier).
+pub(crate) fn unsnat(
+    packet: &mut [u8],
+    p: &Parsed,
+    addr: Ipv4Addr,
+    port: u16,
+    csum_blank: bool,
+) -> netstack::Result<()> {
+    if rewrite_tcp_udp(packet, p, End::Destination, addr, port, csum_blank) {
+        return Ok(());
+    }
     let rw = Rewrite { dst_addr: Some(addr), dst_port: Some(port), ..Rewrite::default() };
     rewrite_ipv4(packet, &rw, csum_blank)
+}
+
+/// Which end of a packet NAT rewrites.
+#[derive(Clone, Copy)]
+enum End {
+    Source,
+    Destination,
+}
+
+/// The per-packet fast path of [`rewrite_ipv4`] for a whole TCP or UDP packet parsed as `p`
+/// (so its header length and L4 header were checked): the same incremental updates in the
+/// same order (address then port, RFC 1624; a partial checksum gets only the address change;
+/// UDP keeps a zero "no checksum" and sends a computed 0 as `0xffff`), without parsing again.
+/// Returns `false`, having written nothing, for anything else (ICMP, or a packet too short
+/// for what `p` claims): the caller then uses [`rewrite_ipv4`].
+fn rewrite_tcp_udp(packet: &mut [u8], p: &Parsed, end: End, addr: Ipv4Addr, port: u16, csum_blank: bool) -> bool {
+    let ihl = p.header_len;
+    let (udp, csum_at) = match p.l4 {
+        L4::Tcp { .. } => (false, ihl + 16),
+        L4::Udp => (true, ihl + 6),
+        _ => return false,
+    };
+    let (addr_at, port_at) = match end {
+        End::Source => (12, ihl),
+        End::Destination => (16, ihl + 2),
+    };
+    if ihl < 20 || packet.len() < csum_at + 2 {
+        return false;
+    }
+    let read16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let old_addr = u32::from_be_bytes([packet[addr_at], packet[addr_at + 1], packet[addr_at + 2], packet[addr_at + 3]]);
+    let new_addr = addr.to_bits();
+    let addr_delta =
+        change(old_addr as u16, new_addr as u16) + change((old_addr >> 16) as u16, (new_addr >> 16) as u16);
+    let ip_csum = !fold(u64::from(!read16(packet, 10)) + addr_delta);
+    packet[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+    packet[addr_at..addr_at + 4].copy_from_slice(&new_addr.to_be_bytes());
+    let old_csum = read16(packet, csum_at);
+    let old_port = read16(packet, port_at);
+    packet[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    if udp && old_csum == 0 && !csum_blank {
+        return true;
+    }
+    let c = if csum_blank {
+        // A partial checksum is a plain sum of the pseudo-header: only the address changes.
+        fold(u64::from(old_csum) + addr_delta)
+    } else {
+        let c = !fold(u64::from(!old_csum) + addr_delta + change(old_port, port));
+        if udp { checksum::udp_final(c) } else { c }
+    };
+    packet[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// The terms RFC 1624 eqn. 3 adds for a 16-bit word changed from `old` to `new`: `~m + m'`.
+///
+/// All the changes of a packet are summed in one wide accumulator and folded once, instead
+/// of chaining netstack's `checksum::update16` (a fold per word, one long dependency chain).
+/// The result is the same value: one's-complement addition is associative, and both ways
+/// give 0 only when every term is 0 (else a value in `1..=0xffff`, unique per residue).
+const fn change(old: u16, new: u16) -> u64 {
+    (!old) as u64 + new as u64
+}
+
+/// End-around-carry fold of a sum of 16-bit terms into a one's-complement sum.
+const fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
 }

@@ -12,6 +12,7 @@ use netstack::{ipv4, udp};
 use super::fragment::{self, Inserted, Reassembly};
 use super::ratelimit::{IcmpLimiter, IcmpLimits};
 use super::{ChecksumState, Counters, Decision, DropCause, Egress, FragmentDrop, Ingress, is_unicast};
+use crate::conntrack::tuple::{Parsed, Untrackable};
 use crate::conntrack::{ClientId, Conntrack, Inbound, Outbound};
 use crate::resolver::{ClientHosts, HostMap, Resolver};
 use crate::rules::{ClientRules, DropAnswer, Family, MatchContext, RuleSetError};
@@ -509,7 +510,10 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
         let hosts = ClientHosts { resolver: &self.resolver, map: &s.hosts };
         let ctx = MatchContext { dns_servers: &self.dns[..self.dns_len], hosts: &hosts };
         let rules = &s.rules;
-        let out = self.conntrack.outbound(id, &mut buf[ETH..end], blank, now, rng, |f| rules.evaluate(f, &ctx));
+        let parsed = meta.conntrack_view(&buf[ETH..end]);
+        let out = self
+            .conntrack
+            .outbound_parsed(id, &mut buf[ETH..end], parsed, blank, now, rng, |f| rules.evaluate(f, &ctx));
         match out {
             Outbound::Forward { .. } => {
                 let mut ip = ipv4::Packet::new_unchecked(&mut buf[ETH..end]);
@@ -636,7 +640,8 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
             return self.icmp_error(Egress::Uplink, kind, &buf[ETH..end], link_dst, DropCause::TooBig, reply, now);
         }
         let blank = csum == ChecksumState::PartialPseudoHeader;
-        match self.conntrack.inbound(&mut buf[ETH..end], blank, now) {
+        let parsed = meta.conntrack_view(&buf[ETH..end]);
+        match self.conntrack.inbound_parsed(&mut buf[ETH..end], parsed, blank, now) {
             Inbound::Forward { client } => {
                 let Some(s) = self.clients.get(usize::from(client.get())).filter(|s| s.present) else {
                     return Decision::Drop(DropCause::UnknownClient);
@@ -731,7 +736,7 @@ impl Meta {
     /// Check lengths, version and header checksum (trailing Ethernet padding is allowed).
     fn parse(ip: &[u8]) -> Option<Meta> {
         let p = ipv4::Packet::new_checked(ip).ok()?;
-        if p.version() != 4 || !p.verify_checksum() {
+        if p.version() != 4 || !header_checksum_ok(&ip[..p.header_len()]) {
             return None;
         }
         Some(Meta {
@@ -745,4 +750,30 @@ impl Meta {
             fragment: p.is_fragment(),
         })
     }
+
+    /// What connection tracking needs of the datagram `ip` (this header's, ending at its total
+    /// length), from the header checked here: only the L4 header is parsed.
+    fn conntrack_view(&self, ip: &[u8]) -> Result<Parsed, Untrackable> {
+        Parsed::from_checked_header(self.src, self.dst, self.proto, self.header_len, self.fragment, ip)
+    }
+}
+
+/// Whether an IPv4 header (`header`: its `header_len` bytes, a multiple of 4) verifies: the
+/// one's-complement sum of its 16-bit words, checksum included, is `0xffff`. Specialised for
+/// headers ([`netstack::checksum::data`] is general): 32-bit words summed in a `u64` (2^16 ≡
+/// 1 mod 2^16 − 1, so the folded sum is the same) and folded. Skipped under `cfg(fuzzing)`,
+/// as netstack's `verify_checksum` is.
+pub(super) fn header_checksum_ok(header: &[u8]) -> bool {
+    if cfg!(fuzzing) {
+        return true;
+    }
+    let mut acc: u64 = 0;
+    for w in header.chunks_exact(4) {
+        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc == 0xffff
 }
