@@ -33,8 +33,6 @@
 
 use core::net::Ipv4Addr;
 
-use siphasher::sip::SipHasher13;
-
 use super::state::{Dir, FlowState};
 use super::timeouts::Timeouts;
 use super::tuple::Tuple;
@@ -146,6 +144,55 @@ const fn dir_bit(dir: Dir) -> u64 {
         Dir::Original => 0,
         Dir::Reply => 1,
     }
+}
+
+/// SipHash-1-3 keyed with `key` of a tuple's 13 bytes ([`Tuple::to_bytes`]): the same value
+/// as `siphasher`'s `SipHasher13::hash` (a test compares them), written out for this one input
+/// length so that it compiles to straight-line code (one message block, the last block with
+/// the length, then the finalisation: five SipRounds).
+///
+/// Why SipHash and not a cheaper multiply-xorshift: clients choose their tuples (ports freely,
+/// addresses within what the rules allow), and with an unkeyed or weakly keyed hash they could
+/// aim many flows at one probe run of the index and make every lookup of every client slow.
+/// SipHash is a PRF under its 128-bit key (the appliance's secret, from its CSPRNG), so the
+/// bucket of a tuple cannot be predicted or learnt from timing better than by guessing; 1-3
+/// (one compression round, three finalisation rounds) is the variant Rust's std and Linux's
+/// `hsiphash` use for hash tables. The flow cache in front of it takes most lookups of
+/// established flows anyway.
+fn siphash13_tuple(key: (u64, u64), b: &[u8; 13]) -> u64 {
+    #[inline(always)]
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    let (k0, k1) = key;
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let m0 = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    // The last block: the 5 remaining bytes, and the input length (13) in the top byte.
+    let m1 = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], 0, 0, 13]);
+    for m in [m0, m1] {
+        v[3] ^= m;
+        round(&mut v);
+        v[0] ^= m;
+    }
+    v[2] ^= 0xff;
+    round(&mut v);
+    round(&mut v);
+    round(&mut v);
+    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 /// An index bucket: the hash tag, the entry number plus one (so never [`EMPTY`]) and the
@@ -319,7 +366,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     // ----- index -----
 
     pub(crate) fn hash(&self, t: &Tuple) -> u32 {
-        SipHasher13::new_with_keys(self.key.0, self.key.1).hash(&t.to_bytes()) as u32
+        siphash13_tuple(self.key, &t.to_bytes()) as u32
     }
 
     /// The live, unexpired-or-not entry whose `dir` tuple is `t`.

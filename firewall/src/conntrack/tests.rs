@@ -765,3 +765,21 @@ fn every_entry_is_usable_and_reused() {
         assert!(t.is_empty());
     }
 }
+
+proptest! {
+    /// The index's written-out SipHash-1-3 is the `siphasher` crate's, for any key and tuple.
+    #[test]
+    fn tuple_hash_is_siphash13(k0 in any::<u64>(), k1 in any::<u64>(), proto in any::<u8>(), src in any::<u32>(),
+                               sp in any::<u16>(), dst in any::<u32>(), dp in any::<u16>()) {
+        use core::hash::Hasher;
+        let t = Tuple { proto, src: Ipv4Addr::from_bits(src), src_port: sp, dst: Ipv4Addr::from_bits(dst), dst_port: dp };
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&k0.to_le_bytes());
+        key[8..].copy_from_slice(&k1.to_le_bytes());
+        let mut table = Small::new();
+        table.rekey(key);
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
+        h.write(&t.to_bytes());
+        prop_assert_eq!(table.hash(&t), h.finish() as u32);
+    }
+}
