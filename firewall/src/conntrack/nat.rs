@@ -15,28 +15,33 @@ use crate::rules::IPPROTO_ICMP;
 impl<const N: usize, const B: usize> Conntrack<N, B> {
     /// Whether `port` would be a usable translated source port for `orig`: not reserved for
     /// the appliance's own sockets, and no other flow's reply tuple is the one this flow
-    /// would get (an expired holder is reclaimed on the way).
-    fn port_free(&mut self, orig: &Tuple, nat: Ipv4Addr, port: u16, now: u64) -> bool {
+    /// would get (an expired holder is reclaimed on the way). `Some`: free, with the reply
+    /// tuple's index tag if it was computed.
+    fn port_free(&mut self, orig: &Tuple, nat: Ipv4Addr, port: u16, now: u64) -> Option<Option<u32>> {
         if orig.proto != IPPROTO_ICMP && self.reserved_ports.is_some_and(|(lo, hi)| (lo..=hi).contains(&port)) {
-            return false;
+            return None;
         }
         let reply = Tuple { proto: orig.proto, src: orig.dst, src_port: orig.dst_port, dst: nat, dst_port: port };
-        self.lookup(&reply, Dir::Reply, now).is_none()
+        let mut tag = None;
+        match self.lookup_tagged(&reply, Dir::Reply, now, &mut tag) {
+            Some(_) => None,
+            None => Some(tag),
+        }
     }
 
     /// The translated source port (ICMP: identifier) for a new flow: the client's own when
     /// free, otherwise a random one from the same class (1–1023 for a privileged port,
-    /// 1024–65535 otherwise, any for ICMP), tried [`NAT_PORT_TRIES`] times. `None` when all
-    /// tries failed.
+    /// 1024–65535 otherwise, any for ICMP), tried [`NAT_PORT_TRIES`] times, with the reply
+    /// tuple's index tag if it was computed. `None` when all tries failed.
     pub(crate) fn pick_port(
         &mut self,
         orig: &Tuple,
         nat: Ipv4Addr,
         now: u64,
         rng: &mut impl FnMut() -> u32,
-    ) -> Option<u16> {
-        if self.port_free(orig, nat, orig.src_port, now) {
-            return Some(orig.src_port);
+    ) -> Option<(u16, Option<u32>)> {
+        if let Some(tag) = self.port_free(orig, nat, orig.src_port, now) {
+            return Some((orig.src_port, tag));
         }
         let (lo, hi): (u32, u32) = if orig.proto == IPPROTO_ICMP {
             (0, 65535)
@@ -48,8 +53,8 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         for _ in 0..NAT_PORT_TRIES {
             // The modulo bias over a 32-bit draw is below 2^-16: irrelevant here.
             let p = (lo + rng() % (hi - lo + 1)) as u16;
-            if self.port_free(orig, nat, p, now) {
-                return Some(p);
+            if let Some(tag) = self.port_free(orig, nat, p, now) {
+                return Some((p, tag));
             }
         }
         None

@@ -60,6 +60,10 @@ pub(crate) struct Entry {
     pub(crate) nat_port: u16,
     /// Deadline (ns) after which the flow is gone.
     pub(crate) expires: u64,
+    /// The index tags (keyed hashes) of the original and reply tuples, kept so that removing
+    /// the flow does not hash again.
+    orig_tag: u32,
+    reply_tag: u32,
     pub(crate) client: u16,
     pub(crate) state: FlowState,
     pub(crate) live: bool,
@@ -96,6 +100,8 @@ impl Entry {
         nat_addr: Ipv4Addr::UNSPECIFIED,
         nat_port: 0,
         expires: 0,
+        orig_tag: 0,
+        reply_tag: 0,
         client: 0,
         state: FlowState::Udp { replied: false },
         live: false,
@@ -371,7 +377,11 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
 
     /// The live, unexpired-or-not entry whose `dir` tuple is `t`.
     pub(crate) fn find(&self, t: &Tuple, dir: Dir) -> Option<u32> {
-        let tag = self.hash(t);
+        self.find_tagged(t, self.hash(t), dir)
+    }
+
+    /// [`Conntrack::find`] with `t`'s tag computed already.
+    fn find_tagged(&self, t: &Tuple, tag: u32, dir: Dir) -> Option<u32> {
         let mask = B - 1;
         let mut b = tag as usize & mask;
         loop {
@@ -389,8 +399,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         }
     }
 
-    fn index_insert(&mut self, t: &Tuple, idx: u32, dir: Dir) {
-        let tag = self.hash(t);
+    fn index_insert(&mut self, tag: u32, idx: u32, dir: Dir) {
         let mask = B - 1;
         let mut b = tag as usize & mask;
         while self.index[b] != EMPTY {
@@ -399,8 +408,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         self.index[b] = bucket(tag, idx, dir);
     }
 
-    fn index_remove(&mut self, t: &Tuple, idx: u32, dir: Dir) {
-        let tag = self.hash(t);
+    fn index_remove(&mut self, tag: u32, idx: u32, dir: Dir) {
         let want = bucket(tag, idx, dir);
         let mask = B - 1;
         let mut b = tag as usize & mask;
@@ -505,8 +513,8 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     pub(crate) fn remove(&mut self, idx: u32) {
         let e = self.entries[idx as usize];
         debug_assert!(e.live);
-        self.index_remove(&e.orig, idx, Dir::Original);
-        self.index_remove(&e.reply(), idx, Dir::Reply);
+        self.index_remove(e.orig_tag, idx, Dir::Original);
+        self.index_remove(e.reply_tag, idx, Dir::Reply);
         self.unlink(idx);
         self.clients[usize::from(e.client)].count -= 1;
         self.len -= 1;
@@ -559,13 +567,17 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         Ok(())
     }
 
-    /// Insert a flow after [`Conntrack::admit`] succeeded and its reply tuple was checked free.
+    /// Insert a flow after [`Conntrack::admit`] succeeded and its reply tuple was checked
+    /// free. `tags`: the tags of the original and reply tuples, if they were computed already
+    /// (by the lookups that found them absent).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert(
         &mut self,
         client: ClientId,
         orig: Tuple,
         nat_addr: Ipv4Addr,
         nat_port: u16,
+        tags: (Option<u32>, Option<u32>),
         state: FlowState,
         now: u64,
     ) -> u32 {
@@ -585,8 +597,13 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         self.entries[idx as usize] =
             Entry { orig, nat_addr, nat_port, expires: 0, client: client.get(), state, live: true, ..Entry::FREE };
         let reply = self.entries[idx as usize].reply();
-        self.index_insert(&orig, idx, Dir::Original);
-        self.index_insert(&reply, idx, Dir::Reply);
+        let orig_tag = tags.0.unwrap_or_else(|| self.hash(&orig));
+        let reply_tag = tags.1.unwrap_or_else(|| self.hash(&reply));
+        debug_assert!(orig_tag == self.hash(&orig) && reply_tag == self.hash(&reply), "stale tag");
+        let e = &mut self.entries[idx as usize];
+        (e.orig_tag, e.reply_tag) = (orig_tag, reply_tag);
+        self.index_insert(orig_tag, idx, Dir::Original);
+        self.index_insert(reply_tag, idx, Dir::Reply);
         self.clients[client.index()].count += 1;
         self.len += 1;
         self.stats.created += 1;
@@ -602,8 +619,9 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         (x.wrapping_mul(0x9e37_79b1) >> 16) as usize & (FLOW_CACHE - 1)
     }
 
-    /// [`Conntrack::find`] through the flow cache.
-    fn find_cached(&mut self, t: &Tuple, dir: Dir) -> Option<u32> {
+    /// [`Conntrack::find`] through the flow cache; `tag` receives `t`'s tag if it was computed
+    /// (always when the result is `None`).
+    fn find_cached(&mut self, t: &Tuple, dir: Dir, tag: &mut Option<u32>) -> Option<u32> {
         let slot = Self::cache_slot(t, dir);
         let v = self.cache[slot];
         if v != 0 && u64::from(v & 1) == dir_bit(dir) {
@@ -613,14 +631,21 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
                 return Some(idx);
             }
         }
-        let idx = self.find(t, dir)?;
+        let h = self.hash(t);
+        *tag = Some(h);
+        let idx = self.find_tagged(t, h, dir)?;
         self.cache[slot] = ((idx + 1) << 1) | dir_bit(dir) as u32;
         Some(idx)
     }
 
     /// Find the live flow whose `dir` tuple is `t`; an expired one is removed on the way.
     pub(crate) fn lookup(&mut self, t: &Tuple, dir: Dir, now: u64) -> Option<u32> {
-        let idx = self.find_cached(t, dir)?;
+        self.lookup_tagged(t, dir, now, &mut None)
+    }
+
+    /// [`Conntrack::lookup`]; `tag` receives `t`'s tag if it was computed.
+    pub(crate) fn lookup_tagged(&mut self, t: &Tuple, dir: Dir, now: u64, tag: &mut Option<u32>) -> Option<u32> {
+        let idx = self.find_cached(t, dir, tag)?;
         if self.entries[idx as usize].expires <= now {
             self.stats.expired += 1;
             self.remove(idx);

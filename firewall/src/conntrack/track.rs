@@ -103,7 +103,8 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
             // Echo replies and errors from clients are not tracked (yet): no flow to answer.
             L4::EchoReply | L4::IcmpError => return Outbound::Invalid(Invalid::NotNew),
         };
-        if let Some(idx) = self.lookup(&t, Dir::Original, now) {
+        let mut orig_tag = None;
+        if let Some(idx) = self.lookup_tagged(&t, Dir::Original, now, &mut orig_tag) {
             let e = &self.entries[idx as usize];
             if e.client != client.get() {
                 return Outbound::Invalid(Invalid::OtherClient);
@@ -131,14 +132,14 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
             return Outbound::Drop(why);
         }
         // Port first: eviction only frees ports, so the choice stays valid.
-        let Some(port) = self.pick_port(&t, nat, now, rng) else {
+        let Some((port, reply_tag)) = self.pick_port(&t, nat, now, rng) else {
             self.stats.refused_no_port += 1;
             return Outbound::Refused(Refusal::NoFreePort);
         };
         if let Err(r) = self.admit(client, now) {
             return Outbound::Refused(r);
         }
-        let idx = self.insert(client, t, nat, port, state, now);
+        let idx = self.insert(client, t, nat, port, (orig_tag, reply_tag), state, now);
         match snat(packet, &p, nat, port, csum_blank) {
             Ok(()) => Outbound::Forward { new: true },
             Err(_) => {
