@@ -100,6 +100,7 @@ enum End {
 /// UDP keeps a zero "no checksum" and sends a computed 0 as `0xffff`), without parsing again.
 /// Returns `false`, having written nothing, for anything else (ICMP, or a packet too short
 /// for what `p` claims): the caller then uses [`rewrite_ipv4`].
+#[inline]
 fn rewrite_tcp_udp(packet: &mut [u8], p: &Parsed, end: End, addr: Ipv4Addr, port: u16, csum_blank: bool) -> bool {
     let ihl = p.header_len;
     let (udp, csum_at) = match p.l4 {

@@ -123,6 +123,7 @@ impl Entry {
         }
     }
 
+    #[inline]
     fn tuple(&self, dir: Dir) -> Tuple {
         match dir {
             Dir::Original => self.orig,
@@ -493,6 +494,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     }
 
     /// Set a flow's state and deadline, moving it on or off the evictable lists.
+    #[inline]
     pub(crate) fn set_state(&mut self, idx: u32, state: FlowState, now: u64) {
         let was = self.entries[idx as usize].evictable;
         let is = state.evictable();
@@ -613,6 +615,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         idx
     }
 
+    #[inline]
     fn cache_slot(t: &Tuple, dir: Dir) -> usize {
         let ports = (u32::from(t.src_port) << 16) | u32::from(t.dst_port);
         let x = t.src.to_bits() ^ t.dst.to_bits().rotate_left(16) ^ ports ^ u32::from(t.proto) ^ dir_bit(dir) as u32;
@@ -621,6 +624,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
 
     /// [`Conntrack::find`] through the flow cache; `tag` receives `t`'s tag if it was computed
     /// (always when the result is `None`).
+    #[inline]
     fn find_cached(&mut self, t: &Tuple, dir: Dir, tag: &mut Option<u32>) -> Option<u32> {
         let slot = Self::cache_slot(t, dir);
         let v = self.cache[slot];
@@ -644,6 +648,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     }
 
     /// [`Conntrack::lookup`]; `tag` receives `t`'s tag if it was computed.
+    #[inline]
     pub(crate) fn lookup_tagged(&mut self, t: &Tuple, dir: Dir, now: u64, tag: &mut Option<u32>) -> Option<u32> {
         let idx = self.find_cached(t, dir, tag)?;
         if self.entries[idx as usize].expires <= now {

@@ -76,7 +76,8 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         rng: &mut impl FnMut() -> u32,
         decide: impl FnOnce(&Flow) -> Verdict,
     ) -> Outbound {
-        self.outbound_parsed(client, packet, parse_packet(packet), csum_blank, now, rng, decide)
+        let parsed = parse_packet(packet);
+        self.outbound_parsed(client, packet, &parsed, csum_blank, now, rng, decide)
     }
 
     /// [`Conntrack::outbound`] for a packet the caller parsed already (the forwarding engine
@@ -86,7 +87,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         &mut self,
         client: ClientId,
         packet: &mut [u8],
-        parsed: Result<Parsed, Untrackable>,
+        parsed: &Result<Parsed, Untrackable>,
         csum_blank: bool,
         now: u64,
         rng: &mut impl FnMut() -> u32,
@@ -94,9 +95,9 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     ) -> Outbound {
         let p = match parsed {
             Ok(p) => p,
-            Err(e) => return Outbound::Invalid(Invalid::Untrackable(e)),
+            Err(e) => return Outbound::Invalid(Invalid::Untrackable(*e)),
         };
-        let (t, l4) = (p.tuple, p.l4);
+        let (t, l4) = (&p.tuple, p.l4);
         let tcp_flags = match l4 {
             L4::Tcp { flags } => flags,
             L4::Udp | L4::EchoRequest => 0,
@@ -104,14 +105,14 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
             L4::EchoReply | L4::IcmpError => return Outbound::Invalid(Invalid::NotNew),
         };
         let mut orig_tag = None;
-        if let Some(idx) = self.lookup_tagged(&t, Dir::Original, now, &mut orig_tag) {
+        if let Some(idx) = self.lookup_tagged(t, Dir::Original, now, &mut orig_tag) {
             let e = &self.entries[idx as usize];
             if e.client != client.get() {
                 return Outbound::Invalid(Invalid::OtherClient);
             }
             let (state, nat_addr, nat_port) = (e.state.next(Dir::Original, tcp_flags), e.nat_addr, e.nat_port);
             self.set_state(idx, state, now);
-            return match snat(packet, &p, nat_addr, nat_port, csum_blank) {
+            return match snat(packet, p, nat_addr, nat_port, csum_blank) {
                 Ok(()) => Outbound::Forward { new: false },
                 Err(_) => Outbound::Invalid(Invalid::Untrackable(Untrackable::Malformed)),
             };
@@ -132,15 +133,15 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
             return Outbound::Drop(why);
         }
         // Port first: eviction only frees ports, so the choice stays valid.
-        let Some((port, reply_tag)) = self.pick_port(&t, nat, now, rng) else {
+        let Some((port, reply_tag)) = self.pick_port(t, nat, now, rng) else {
             self.stats.refused_no_port += 1;
             return Outbound::Refused(Refusal::NoFreePort);
         };
         if let Err(r) = self.admit(client, now) {
             return Outbound::Refused(r);
         }
-        let idx = self.insert(client, t, nat, port, (orig_tag, reply_tag), state, now);
-        match snat(packet, &p, nat, port, csum_blank) {
+        let idx = self.insert(client, *t, nat, port, (orig_tag, reply_tag), state, now);
+        match snat(packet, p, nat, port, csum_blank) {
             Ok(()) => Outbound::Forward { new: true },
             Err(_) => {
                 self.remove(idx);
@@ -154,22 +155,23 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     /// quoting a packet of a tracked flow is translated too (outer destination, quoted
     /// source address and port, all checksums). `csum_blank` as for [`Conntrack::outbound`].
     pub fn inbound(&mut self, packet: &mut [u8], csum_blank: bool, now: u64) -> Inbound {
-        self.inbound_parsed(packet, parse_packet(packet), csum_blank, now)
+        let parsed = parse_packet(packet);
+        self.inbound_parsed(packet, &parsed, csum_blank, now)
     }
 
     /// [`Conntrack::inbound`] for a packet the caller parsed already.
     pub(crate) fn inbound_parsed(
         &mut self,
         packet: &mut [u8],
-        parsed: Result<Parsed, Untrackable>,
+        parsed: &Result<Parsed, Untrackable>,
         csum_blank: bool,
         now: u64,
     ) -> Inbound {
         let p = match parsed {
             Ok(p) => p,
-            Err(e) => return Inbound::Invalid(Invalid::Untrackable(e)),
+            Err(e) => return Inbound::Invalid(Invalid::Untrackable(*e)),
         };
-        let (t, l4) = (p.tuple, p.l4);
+        let (t, l4) = (&p.tuple, p.l4);
         let tcp_flags = match l4 {
             L4::Tcp { flags } => flags,
             L4::Udp | L4::EchoReply => 0,
@@ -177,13 +179,13 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
             // An echo request from the outside opens nothing.
             L4::EchoRequest => return Inbound::NotTracked,
         };
-        let Some(idx) = self.lookup(&t, Dir::Reply, now) else {
+        let Some(idx) = self.lookup(t, Dir::Reply, now) else {
             return Inbound::NotTracked;
         };
         let e = &self.entries[idx as usize];
         let (state, addr, port, owner) = (e.state.next(Dir::Reply, tcp_flags), e.orig.src, e.orig.src_port, e.client);
         self.set_state(idx, state, now);
-        match unsnat(packet, &p, addr, port, csum_blank) {
+        match unsnat(packet, p, addr, port, csum_blank) {
             Ok(()) => Inbound::Forward { client: ClientId(owner) },
             Err(_) => Inbound::Invalid(Invalid::Untrackable(Untrackable::Malformed)),
         }

@@ -99,6 +99,7 @@ impl Parsed {
     /// The L4 part of an IPv4 packet whose header the caller has checked already (lengths,
     /// version; `ip` ends at the datagram's total length): `header_len` is its header length
     /// and `fragment` whether it is a fragment.
+    #[inline]
     pub(crate) fn from_checked_header(
         src: Ipv4Addr,
         dst: Ipv4Addr,
