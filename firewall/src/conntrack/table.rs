@@ -49,8 +49,9 @@ const SWEEP_ON_FULL: usize = 256;
 /// Entries of the flow cache in front of the keyed index (a power of two).
 const FLOW_CACHE: usize = 1024;
 
-/// One tracked flow.
+/// One tracked flow: 64 bytes, aligned so that a flow is one cache line.
 #[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
 pub(crate) struct Entry {
     /// The tuple as the client sends it.
     pub(crate) orig: Tuple,
@@ -137,6 +138,14 @@ impl Entry {
         let icmp_type = if self.orig.proto == IPPROTO_ICMP { 8 } else { 0 };
         Flow::new(self.orig.dst.into(), self.orig.proto, self.orig.dst_port, icmp_type)
     }
+}
+
+/// An entry's list links, read out for unlinking it.
+struct Links {
+    g_prev: Link,
+    g_next: Link,
+    c_prev: Link,
+    c_next: Link,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -464,11 +473,13 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     }
 
     fn unlink(&mut self, idx: u32) {
-        let e = self.entries[idx as usize];
+        let e = &self.entries[idx as usize];
         if !e.evictable {
             return;
         }
-        let c = usize::from(e.client);
+        // The links only (not a copy of the whole entry).
+        let (c, g_prev, g_next, c_prev, c_next) = (usize::from(e.client), e.g_prev, e.g_next, e.c_prev, e.c_next);
+        let e = Links { g_prev, g_next, c_prev, c_next };
         match e.g_prev.get() {
             None => self.head = e.g_next,
             Some(p) => self.entries[p as usize].g_next = e.g_next,
@@ -513,12 +524,13 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
 
     /// Remove a live flow.
     pub(crate) fn remove(&mut self, idx: u32) {
-        let e = self.entries[idx as usize];
+        let e = &self.entries[idx as usize];
         debug_assert!(e.live);
-        self.index_remove(e.orig_tag, idx, Dir::Original);
-        self.index_remove(e.reply_tag, idx, Dir::Reply);
+        let (orig_tag, reply_tag, client) = (e.orig_tag, e.reply_tag, e.client);
+        self.index_remove(orig_tag, idx, Dir::Original);
+        self.index_remove(reply_tag, idx, Dir::Reply);
         self.unlink(idx);
-        self.clients[usize::from(e.client)].count -= 1;
+        self.clients[usize::from(client)].count -= 1;
         self.len -= 1;
         let f = &mut self.entries[idx as usize];
         *f = Entry::FREE;
