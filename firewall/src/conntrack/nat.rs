@@ -102,32 +102,60 @@ enum End {
 /// for what `p` claims): the caller then uses [`rewrite_ipv4`].
 #[inline]
 fn rewrite_tcp_udp(packet: &mut [u8], p: &Parsed, end: End, addr: Ipv4Addr, port: u16, csum_blank: bool) -> bool {
-    let ihl = p.header_len;
     let (udp, csum_at) = match p.l4 {
-        L4::Tcp { .. } => (false, ihl + 16),
-        L4::Udp => (true, ihl + 6),
+        L4::Tcp { .. } => (false, 16),
+        L4::Udp => (true, 6),
         _ => return false,
     };
-    let (addr_at, port_at) = match end {
-        End::Source => (12, ihl),
-        End::Destination => (16, ihl + 2),
+    // Fixed-size views (one length check each, then constant offsets).
+    let Some((ip, l4)) = packet.split_at_mut_checked(p.header_len) else { return false };
+    let (Some(ip), Some(l4)) = (ip.first_chunk_mut::<20>(), l4.first_chunk_mut::<18>().map(|a| &mut a[..])) else {
+        // Too short for the fixed IPv4 header, or for a TCP header: UDP's is 8 bytes.
+        return udp && rewrite_udp_short(packet, p, end, addr, port, csum_blank);
     };
-    if ihl < 20 || packet.len() < csum_at + 2 {
-        return false;
-    }
-    let read16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-    let old_addr = u32::from_be_bytes([packet[addr_at], packet[addr_at + 1], packet[addr_at + 2], packet[addr_at + 3]]);
+    rewrite_views(ip, l4, udp, csum_at, end, addr, port, csum_blank);
+    true
+}
+
+/// [`rewrite_tcp_udp`] for a UDP packet shorter than 18 bytes after the IPv4 header (a UDP
+/// header with at most 9 bytes of data).
+#[cold]
+fn rewrite_udp_short(packet: &mut [u8], p: &Parsed, end: End, addr: Ipv4Addr, port: u16, csum_blank: bool) -> bool {
+    let Some((ip, l4)) = packet.split_at_mut_checked(p.header_len) else { return false };
+    let (Some(ip), Some(l4)) = (ip.first_chunk_mut::<20>(), l4.first_chunk_mut::<8>()) else { return false };
+    rewrite_views(ip, &mut l4[..], true, 6, end, addr, port, csum_blank);
+    true
+}
+
+/// The rewrite itself, on the fixed IPv4 header and at least `csum_at + 2` bytes of L4 header.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn rewrite_views(
+    ip: &mut [u8; 20],
+    l4: &mut [u8],
+    udp: bool,
+    csum_at: usize,
+    end: End,
+    addr: Ipv4Addr,
+    port: u16,
+    csum_blank: bool,
+) {
+    let (addr_at, port_at) = match end {
+        End::Source => (12, 0),
+        End::Destination => (16, 2),
+    };
+    let old_addr = u32::from_be_bytes([ip[addr_at], ip[addr_at + 1], ip[addr_at + 2], ip[addr_at + 3]]);
     let new_addr = addr.to_bits();
     let addr_delta =
         change(old_addr as u16, new_addr as u16) + change((old_addr >> 16) as u16, (new_addr >> 16) as u16);
-    let ip_csum = !fold(u64::from(!read16(packet, 10)) + addr_delta);
-    packet[10..12].copy_from_slice(&ip_csum.to_be_bytes());
-    packet[addr_at..addr_at + 4].copy_from_slice(&new_addr.to_be_bytes());
-    let old_csum = read16(packet, csum_at);
-    let old_port = read16(packet, port_at);
-    packet[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    let ip_csum = !fold(u64::from(!u16::from_be_bytes([ip[10], ip[11]])) + addr_delta);
+    ip[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+    ip[addr_at..addr_at + 4].copy_from_slice(&new_addr.to_be_bytes());
+    let old_csum = u16::from_be_bytes([l4[csum_at], l4[csum_at + 1]]);
+    let old_port = u16::from_be_bytes([l4[port_at], l4[port_at + 1]]);
+    l4[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
     if udp && old_csum == 0 && !csum_blank {
-        return true;
+        return;
     }
     let c = if csum_blank {
         // A partial checksum is a plain sum of the pseudo-header: only the address changes.
@@ -136,8 +164,7 @@ fn rewrite_tcp_udp(packet: &mut [u8], p: &Parsed, end: End, addr: Ipv4Addr, port
         let c = !fold(u64::from(!old_csum) + addr_delta + change(old_port, port));
         if udp { checksum::udp_final(c) } else { c }
     };
-    packet[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-    true
+    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 /// The terms RFC 1624 eqn. 3 adds for a 16-bit word changed from `old` to `new`: `~m + m'`.
