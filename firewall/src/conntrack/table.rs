@@ -33,8 +33,6 @@
 
 use core::net::Ipv4Addr;
 
-use siphasher::sip::SipHasher13;
-
 use super::state::{Dir, FlowState};
 use super::timeouts::Timeouts;
 use super::tuple::Tuple;
@@ -51,8 +49,9 @@ const SWEEP_ON_FULL: usize = 256;
 /// Entries of the flow cache in front of the keyed index (a power of two).
 const FLOW_CACHE: usize = 1024;
 
-/// One tracked flow.
+/// One tracked flow: 64 bytes, aligned so that a flow is one cache line.
 #[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
 pub(crate) struct Entry {
     /// The tuple as the client sends it.
     pub(crate) orig: Tuple,
@@ -62,6 +61,10 @@ pub(crate) struct Entry {
     pub(crate) nat_port: u16,
     /// Deadline (ns) after which the flow is gone.
     pub(crate) expires: u64,
+    /// The index tags (keyed hashes) of the original and reply tuples, kept so that removing
+    /// the flow does not hash again.
+    orig_tag: u32,
+    reply_tag: u32,
     pub(crate) client: u16,
     pub(crate) state: FlowState,
     pub(crate) live: bool,
@@ -98,6 +101,8 @@ impl Entry {
         nat_addr: Ipv4Addr::UNSPECIFIED,
         nat_port: 0,
         expires: 0,
+        orig_tag: 0,
+        reply_tag: 0,
         client: 0,
         state: FlowState::Udp { replied: false },
         live: false,
@@ -119,6 +124,7 @@ impl Entry {
         }
     }
 
+    #[inline]
     fn tuple(&self, dir: Dir) -> Tuple {
         match dir {
             Dir::Original => self.orig,
@@ -134,6 +140,14 @@ impl Entry {
     }
 }
 
+/// An entry's list links, read out for unlinking it.
+struct Links {
+    g_prev: Link,
+    g_next: Link,
+    c_prev: Link,
+    c_next: Link,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct ClientSlot {
     count: u32,
@@ -146,6 +160,55 @@ const fn dir_bit(dir: Dir) -> u64 {
         Dir::Original => 0,
         Dir::Reply => 1,
     }
+}
+
+/// SipHash-1-3 keyed with `key` of a tuple's 13 bytes ([`Tuple::to_bytes`]): the same value
+/// as `siphasher`'s `SipHasher13::hash` (a test compares them), written out for this one input
+/// length so that it compiles to straight-line code (one message block, the last block with
+/// the length, then the finalisation: five SipRounds).
+///
+/// Why SipHash and not a cheaper multiply-xorshift: clients choose their tuples (ports freely,
+/// addresses within what the rules allow), and with an unkeyed or weakly keyed hash they could
+/// aim many flows at one probe run of the index and make every lookup of every client slow.
+/// SipHash is a PRF under its 128-bit key (the appliance's secret, from its CSPRNG), so the
+/// bucket of a tuple cannot be predicted or learnt from timing better than by guessing; 1-3
+/// (one compression round, three finalisation rounds) is the variant Rust's std and Linux's
+/// `hsiphash` use for hash tables. The flow cache in front of it takes most lookups of
+/// established flows anyway.
+fn siphash13_tuple(key: (u64, u64), b: &[u8; 13]) -> u64 {
+    #[inline(always)]
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    let (k0, k1) = key;
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let m0 = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    // The last block: the 5 remaining bytes, and the input length (13) in the top byte.
+    let m1 = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], 0, 0, 13]);
+    for m in [m0, m1] {
+        v[3] ^= m;
+        round(&mut v);
+        v[0] ^= m;
+    }
+    v[2] ^= 0xff;
+    round(&mut v);
+    round(&mut v);
+    round(&mut v);
+    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 /// An index bucket: the hash tag, the entry number plus one (so never [`EMPTY`]) and the
@@ -319,12 +382,16 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     // ----- index -----
 
     pub(crate) fn hash(&self, t: &Tuple) -> u32 {
-        SipHasher13::new_with_keys(self.key.0, self.key.1).hash(&t.to_bytes()) as u32
+        siphash13_tuple(self.key, &t.to_bytes()) as u32
     }
 
     /// The live, unexpired-or-not entry whose `dir` tuple is `t`.
     pub(crate) fn find(&self, t: &Tuple, dir: Dir) -> Option<u32> {
-        let tag = self.hash(t);
+        self.find_tagged(t, self.hash(t), dir)
+    }
+
+    /// [`Conntrack::find`] with `t`'s tag computed already.
+    fn find_tagged(&self, t: &Tuple, tag: u32, dir: Dir) -> Option<u32> {
         let mask = B - 1;
         let mut b = tag as usize & mask;
         loop {
@@ -342,8 +409,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         }
     }
 
-    fn index_insert(&mut self, t: &Tuple, idx: u32, dir: Dir) {
-        let tag = self.hash(t);
+    fn index_insert(&mut self, tag: u32, idx: u32, dir: Dir) {
         let mask = B - 1;
         let mut b = tag as usize & mask;
         while self.index[b] != EMPTY {
@@ -352,8 +418,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         self.index[b] = bucket(tag, idx, dir);
     }
 
-    fn index_remove(&mut self, t: &Tuple, idx: u32, dir: Dir) {
-        let tag = self.hash(t);
+    fn index_remove(&mut self, tag: u32, idx: u32, dir: Dir) {
         let want = bucket(tag, idx, dir);
         let mask = B - 1;
         let mut b = tag as usize & mask;
@@ -408,11 +473,13 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     }
 
     fn unlink(&mut self, idx: u32) {
-        let e = self.entries[idx as usize];
+        let e = &self.entries[idx as usize];
         if !e.evictable {
             return;
         }
-        let c = usize::from(e.client);
+        // The links only (not a copy of the whole entry).
+        let (c, g_prev, g_next, c_prev, c_next) = (usize::from(e.client), e.g_prev, e.g_next, e.c_prev, e.c_next);
+        let e = Links { g_prev, g_next, c_prev, c_next };
         match e.g_prev.get() {
             None => self.head = e.g_next,
             Some(p) => self.entries[p as usize].g_next = e.g_next,
@@ -438,6 +505,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     }
 
     /// Set a flow's state and deadline, moving it on or off the evictable lists.
+    #[inline]
     pub(crate) fn set_state(&mut self, idx: u32, state: FlowState, now: u64) {
         let was = self.entries[idx as usize].evictable;
         let is = state.evictable();
@@ -456,12 +524,13 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
 
     /// Remove a live flow.
     pub(crate) fn remove(&mut self, idx: u32) {
-        let e = self.entries[idx as usize];
+        let e = &self.entries[idx as usize];
         debug_assert!(e.live);
-        self.index_remove(&e.orig, idx, Dir::Original);
-        self.index_remove(&e.reply(), idx, Dir::Reply);
+        let (orig_tag, reply_tag, client) = (e.orig_tag, e.reply_tag, e.client);
+        self.index_remove(orig_tag, idx, Dir::Original);
+        self.index_remove(reply_tag, idx, Dir::Reply);
         self.unlink(idx);
-        self.clients[usize::from(e.client)].count -= 1;
+        self.clients[usize::from(client)].count -= 1;
         self.len -= 1;
         let f = &mut self.entries[idx as usize];
         *f = Entry::FREE;
@@ -512,13 +581,17 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         Ok(())
     }
 
-    /// Insert a flow after [`Conntrack::admit`] succeeded and its reply tuple was checked free.
+    /// Insert a flow after [`Conntrack::admit`] succeeded and its reply tuple was checked
+    /// free. `tags`: the tags of the original and reply tuples, if they were computed already
+    /// (by the lookups that found them absent).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert(
         &mut self,
         client: ClientId,
         orig: Tuple,
         nat_addr: Ipv4Addr,
         nat_port: u16,
+        tags: (Option<u32>, Option<u32>),
         state: FlowState,
         now: u64,
     ) -> u32 {
@@ -538,8 +611,13 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         self.entries[idx as usize] =
             Entry { orig, nat_addr, nat_port, expires: 0, client: client.get(), state, live: true, ..Entry::FREE };
         let reply = self.entries[idx as usize].reply();
-        self.index_insert(&orig, idx, Dir::Original);
-        self.index_insert(&reply, idx, Dir::Reply);
+        let orig_tag = tags.0.unwrap_or_else(|| self.hash(&orig));
+        let reply_tag = tags.1.unwrap_or_else(|| self.hash(&reply));
+        debug_assert!(orig_tag == self.hash(&orig) && reply_tag == self.hash(&reply), "stale tag");
+        let e = &mut self.entries[idx as usize];
+        (e.orig_tag, e.reply_tag) = (orig_tag, reply_tag);
+        self.index_insert(orig_tag, idx, Dir::Original);
+        self.index_insert(reply_tag, idx, Dir::Reply);
         self.clients[client.index()].count += 1;
         self.len += 1;
         self.stats.created += 1;
@@ -549,14 +627,17 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         idx
     }
 
+    #[inline]
     fn cache_slot(t: &Tuple, dir: Dir) -> usize {
         let ports = (u32::from(t.src_port) << 16) | u32::from(t.dst_port);
         let x = t.src.to_bits() ^ t.dst.to_bits().rotate_left(16) ^ ports ^ u32::from(t.proto) ^ dir_bit(dir) as u32;
         (x.wrapping_mul(0x9e37_79b1) >> 16) as usize & (FLOW_CACHE - 1)
     }
 
-    /// [`Conntrack::find`] through the flow cache.
-    fn find_cached(&mut self, t: &Tuple, dir: Dir) -> Option<u32> {
+    /// [`Conntrack::find`] through the flow cache; `tag` receives `t`'s tag if it was computed
+    /// (always when the result is `None`).
+    #[inline]
+    fn find_cached(&mut self, t: &Tuple, dir: Dir, tag: &mut Option<u32>) -> Option<u32> {
         let slot = Self::cache_slot(t, dir);
         let v = self.cache[slot];
         if v != 0 && u64::from(v & 1) == dir_bit(dir) {
@@ -566,14 +647,22 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
                 return Some(idx);
             }
         }
-        let idx = self.find(t, dir)?;
+        let h = self.hash(t);
+        *tag = Some(h);
+        let idx = self.find_tagged(t, h, dir)?;
         self.cache[slot] = ((idx + 1) << 1) | dir_bit(dir) as u32;
         Some(idx)
     }
 
     /// Find the live flow whose `dir` tuple is `t`; an expired one is removed on the way.
     pub(crate) fn lookup(&mut self, t: &Tuple, dir: Dir, now: u64) -> Option<u32> {
-        let idx = self.find_cached(t, dir)?;
+        self.lookup_tagged(t, dir, now, &mut None)
+    }
+
+    /// [`Conntrack::lookup`]; `tag` receives `t`'s tag if it was computed.
+    #[inline]
+    pub(crate) fn lookup_tagged(&mut self, t: &Tuple, dir: Dir, now: u64, tag: &mut Option<u32>) -> Option<u32> {
+        let idx = self.find_cached(t, dir, tag)?;
         if self.entries[idx as usize].expires <= now {
             self.stats.expired += 1;
             self.remove(idx);

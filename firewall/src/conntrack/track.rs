@@ -5,7 +5,7 @@ use netstack::tcp::flags;
 
 use super::nat::{snat, unsnat};
 use super::state::{Dir, FlowState, TcpState};
-use super::tuple::{L4, Untrackable, parse};
+use super::tuple::{L4, Parsed, Untrackable, parse, parse_packet};
 use super::{ClientId, Conntrack, Refusal};
 use crate::rules::{ClientRules, DropReason, Flow, HostResolutions, MatchContext, RuleSet, Verdict};
 
@@ -76,24 +76,43 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         rng: &mut impl FnMut() -> u32,
         decide: impl FnOnce(&Flow) -> Verdict,
     ) -> Outbound {
-        let (t, l4) = match parse(packet) {
-            Ok(x) => x,
-            Err(e) => return Outbound::Invalid(Invalid::Untrackable(e)),
+        let parsed = parse_packet(packet);
+        self.outbound_parsed(client, packet, &parsed, csum_blank, now, rng, decide)
+    }
+
+    /// [`Conntrack::outbound`] for a packet the caller parsed already (the forwarding engine
+    /// has checked the IPv4 header, so the packet is parsed once).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn outbound_parsed(
+        &mut self,
+        client: ClientId,
+        packet: &mut [u8],
+        parsed: &Result<Parsed, Untrackable>,
+        csum_blank: bool,
+        now: u64,
+        rng: &mut impl FnMut() -> u32,
+        decide: impl FnOnce(&Flow) -> Verdict,
+    ) -> Outbound {
+        let p = match parsed {
+            Ok(p) => p,
+            Err(e) => return Outbound::Invalid(Invalid::Untrackable(*e)),
         };
+        let (t, l4) = (&p.tuple, p.l4);
         let tcp_flags = match l4 {
             L4::Tcp { flags } => flags,
             L4::Udp | L4::EchoRequest => 0,
             // Echo replies and errors from clients are not tracked (yet): no flow to answer.
             L4::EchoReply | L4::IcmpError => return Outbound::Invalid(Invalid::NotNew),
         };
-        if let Some(idx) = self.lookup(&t, Dir::Original, now) {
-            let e = self.entries[idx as usize];
+        let mut orig_tag = None;
+        if let Some(idx) = self.lookup_tagged(t, Dir::Original, now, &mut orig_tag) {
+            let e = &self.entries[idx as usize];
             if e.client != client.get() {
                 return Outbound::Invalid(Invalid::OtherClient);
             }
-            let state = e.state.next(Dir::Original, tcp_flags);
+            let (state, nat_addr, nat_port) = (e.state.next(Dir::Original, tcp_flags), e.nat_addr, e.nat_port);
             self.set_state(idx, state, now);
-            return match snat(packet, e.nat_addr, e.nat_port, csum_blank) {
+            return match snat(packet, p, nat_addr, nat_port, csum_blank) {
                 Ok(()) => Outbound::Forward { new: false },
                 Err(_) => Outbound::Invalid(Invalid::Untrackable(Untrackable::Malformed)),
             };
@@ -114,15 +133,15 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
             return Outbound::Drop(why);
         }
         // Port first: eviction only frees ports, so the choice stays valid.
-        let Some(port) = self.pick_port(&t, nat, now, rng) else {
+        let Some((port, reply_tag)) = self.pick_port(t, nat, now, rng) else {
             self.stats.refused_no_port += 1;
             return Outbound::Refused(Refusal::NoFreePort);
         };
         if let Err(r) = self.admit(client, now) {
             return Outbound::Refused(r);
         }
-        let idx = self.insert(client, t, nat, port, state, now);
-        match snat(packet, nat, port, csum_blank) {
+        let idx = self.insert(client, *t, nat, port, (orig_tag, reply_tag), state, now);
+        match snat(packet, p, nat, port, csum_blank) {
             Ok(()) => Outbound::Forward { new: true },
             Err(_) => {
                 self.remove(idx);
@@ -136,10 +155,23 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     /// quoting a packet of a tracked flow is translated too (outer destination, quoted
     /// source address and port, all checksums). `csum_blank` as for [`Conntrack::outbound`].
     pub fn inbound(&mut self, packet: &mut [u8], csum_blank: bool, now: u64) -> Inbound {
-        let (t, l4) = match parse(packet) {
-            Ok(x) => x,
-            Err(e) => return Inbound::Invalid(Invalid::Untrackable(e)),
+        let parsed = parse_packet(packet);
+        self.inbound_parsed(packet, &parsed, csum_blank, now)
+    }
+
+    /// [`Conntrack::inbound`] for a packet the caller parsed already.
+    pub(crate) fn inbound_parsed(
+        &mut self,
+        packet: &mut [u8],
+        parsed: &Result<Parsed, Untrackable>,
+        csum_blank: bool,
+        now: u64,
+    ) -> Inbound {
+        let p = match parsed {
+            Ok(p) => p,
+            Err(e) => return Inbound::Invalid(Invalid::Untrackable(*e)),
         };
+        let (t, l4) = (&p.tuple, p.l4);
         let tcp_flags = match l4 {
             L4::Tcp { flags } => flags,
             L4::Udp | L4::EchoReply => 0,
@@ -147,14 +179,14 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
             // An echo request from the outside opens nothing.
             L4::EchoRequest => return Inbound::NotTracked,
         };
-        let Some(idx) = self.lookup(&t, Dir::Reply, now) else {
+        let Some(idx) = self.lookup(t, Dir::Reply, now) else {
             return Inbound::NotTracked;
         };
-        let e = self.entries[idx as usize];
-        let state = e.state.next(Dir::Reply, tcp_flags);
+        let e = &self.entries[idx as usize];
+        let (state, addr, port, owner) = (e.state.next(Dir::Reply, tcp_flags), e.orig.src, e.orig.src_port, e.client);
         self.set_state(idx, state, now);
-        match unsnat(packet, e.orig.src, e.orig.src_port, csum_blank) {
-            Ok(()) => Inbound::Forward { client: ClientId(e.client) },
+        match unsnat(packet, p, addr, port, csum_blank) {
+            Ok(()) => Inbound::Forward { client: ClientId(owner) },
             Err(_) => Inbound::Invalid(Invalid::Untrackable(Untrackable::Malformed)),
         }
     }

@@ -83,6 +83,42 @@ pub enum Untrackable {
 ///
 /// [`Untrackable`] for malformed packets, fragments and other protocols.
 pub fn parse(packet: &[u8]) -> Result<(Tuple, L4), Untrackable> {
+    parse_packet(packet).map(|p| (p.tuple, p.l4))
+}
+
+/// A packet parsed once for connection tracking and NAT: what [`parse`] returns, plus where
+/// its L4 header starts (the IPv4 header length, checked against the packet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Parsed {
+    pub(crate) tuple: Tuple,
+    pub(crate) l4: L4,
+    pub(crate) header_len: usize,
+}
+
+impl Parsed {
+    /// The L4 part of an IPv4 packet whose header the caller has checked already (lengths,
+    /// version; `ip` ends at the datagram's total length): `header_len` is its header length
+    /// and `fragment` whether it is a fragment.
+    #[inline]
+    pub(crate) fn from_checked_header(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: IpProtocol,
+        header_len: usize,
+        fragment: bool,
+        ip: &[u8],
+    ) -> Result<Parsed, Untrackable> {
+        if fragment {
+            return Err(Untrackable::Fragment);
+        }
+        let l4 = ip.get(header_len..).ok_or(Untrackable::Malformed)?;
+        let (tuple, l4) = parse_l4(src, dst, proto, l4, false)?;
+        Ok(Parsed { tuple, l4, header_len })
+    }
+}
+
+/// [`parse`], keeping the header length.
+pub(crate) fn parse_packet(packet: &[u8]) -> Result<Parsed, Untrackable> {
     let ip = ipv4::Packet::new_checked(packet).map_err(|_| Untrackable::Malformed)?;
     if ip.version() != 4 {
         return Err(Untrackable::Malformed);
@@ -90,7 +126,8 @@ pub fn parse(packet: &[u8]) -> Result<(Tuple, L4), Untrackable> {
     if ip.is_fragment() {
         return Err(Untrackable::Fragment);
     }
-    parse_l4(ip.src_addr(), ip.dst_addr(), ip.next_header(), ip.payload(), false)
+    let (tuple, l4) = parse_l4(ip.src_addr(), ip.dst_addr(), ip.next_header(), ip.payload(), false)?;
+    Ok(Parsed { tuple, l4, header_len: ip.header_len() })
 }
 
 /// Parse the L4 part. `quoted`: the payload is the (usually 8-byte) start of a datagram

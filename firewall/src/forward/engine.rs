@@ -12,6 +12,7 @@ use netstack::{ipv4, udp};
 use super::fragment::{self, Inserted, Reassembly};
 use super::ratelimit::{IcmpLimiter, IcmpLimits};
 use super::{ChecksumState, Counters, Decision, DropCause, Egress, FragmentDrop, Ingress, is_unicast};
+use crate::conntrack::tuple::{Parsed, Untrackable};
 use crate::conntrack::{ClientId, Conntrack, Inbound, Outbound};
 use crate::resolver::{ClientHosts, HostMap, Resolver};
 use crate::rules::{ClientRules, DropAnswer, Family, MatchContext, RuleSetError};
@@ -509,11 +510,13 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
         let hosts = ClientHosts { resolver: &self.resolver, map: &s.hosts };
         let ctx = MatchContext { dns_servers: &self.dns[..self.dns_len], hosts: &hosts };
         let rules = &s.rules;
-        let out = self.conntrack.outbound(id, &mut buf[ETH..end], blank, now, rng, |f| rules.evaluate(f, &ctx));
+        let parsed = meta.conntrack_view(&buf[ETH..end]);
+        let out = self
+            .conntrack
+            .outbound_parsed(id, &mut buf[ETH..end], &parsed, blank, now, rng, |f| rules.evaluate(f, &ctx));
         match out {
             Outbound::Forward { .. } => {
-                let mut ip = ipv4::Packet::new_unchecked(&mut buf[ETH..end]);
-                ip.decrement_ttl();
+                decrement_ttl(&mut buf[ETH..end]);
                 set_macs(buf, up.mac, up.gateway_mac);
                 self.emit(Egress::Uplink, buf, end, csum, up.mtu)
             }
@@ -533,6 +536,7 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
 
     /// A frame ready for `to` (Ethernet header set): forward it, or hand it back for
     /// fragmenting if it is larger than `mtu` (the callers checked it may be fragmented).
+    #[inline]
     fn emit(&mut self, to: Egress, buf: &mut [u8], end: usize, csum: ChecksumState, mtu: u16) -> Decision {
         let ip_len = end - ETH;
         if ip_len <= usize::from(mtu) {
@@ -636,13 +640,14 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
             return self.icmp_error(Egress::Uplink, kind, &buf[ETH..end], link_dst, DropCause::TooBig, reply, now);
         }
         let blank = csum == ChecksumState::PartialPseudoHeader;
-        match self.conntrack.inbound(&mut buf[ETH..end], blank, now) {
+        let parsed = meta.conntrack_view(&buf[ETH..end]);
+        match self.conntrack.inbound_parsed(&mut buf[ETH..end], &parsed, blank, now) {
             Inbound::Forward { client } => {
                 let Some(s) = self.clients.get(usize::from(client.get())).filter(|s| s.present) else {
                     return Decision::Drop(DropCause::UnknownClient);
                 };
                 let mac = s.cfg.mac;
-                ipv4::Packet::new_unchecked(&mut buf[ETH..end]).decrement_ttl();
+                decrement_ttl(&mut buf[ETH..end]);
                 set_macs(buf, self.downlink().mac, mac);
                 self.emit(Egress::Client(client), buf, end, csum, mtu)
             }
@@ -709,6 +714,23 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
     }
 }
 
+/// Decrement the TTL of the IPv4 header at the start of `ip` (checked; the callers dropped
+/// TTL ≤ 1, which is left alone), with the header checksum updated (RFC 1624): netstack's
+/// `Packet::decrement_ttl`, small enough to inline into the per-packet path.
+#[inline]
+fn decrement_ttl(ip: &mut [u8]) {
+    const TTL: usize = 8;
+    const CHECKSUM: usize = 10;
+    if ip[TTL] <= 1 {
+        return;
+    }
+    let old = u16::from_be_bytes([ip[TTL], ip[TTL + 1]]);
+    let new = old - 0x0100;
+    let c = netstack::checksum::update16(u16::from_be_bytes([ip[CHECKSUM], ip[CHECKSUM + 1]]), old, new);
+    ip[TTL] = (new >> 8) as u8;
+    ip[CHECKSUM..CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+}
+
 fn set_macs(buf: &mut [u8], src: EthernetAddress, dst: EthernetAddress) {
     buf[0..6].copy_from_slice(dst.as_bytes());
     buf[6..12].copy_from_slice(src.as_bytes());
@@ -729,9 +751,12 @@ struct Meta {
 
 impl Meta {
     /// Check lengths, version and header checksum (trailing Ethernet padding is allowed).
+    // Always inlined: returned through memory, the struct would be stored field by field and
+    // reloaded whole (a store-forwarding stall on every packet).
+    #[inline(always)]
     fn parse(ip: &[u8]) -> Option<Meta> {
         let p = ipv4::Packet::new_checked(ip).ok()?;
-        if p.version() != 4 || !p.verify_checksum() {
+        if p.version() != 4 || !header_checksum_ok(&ip[..p.header_len()]) {
             return None;
         }
         Some(Meta {
@@ -745,4 +770,32 @@ impl Meta {
             fragment: p.is_fragment(),
         })
     }
+
+    /// What connection tracking needs of the datagram `ip` (this header's, ending at its total
+    /// length), from the header checked here: only the L4 header is parsed.
+    #[inline]
+    fn conntrack_view(&self, ip: &[u8]) -> Result<Parsed, Untrackable> {
+        Parsed::from_checked_header(self.src, self.dst, self.proto, self.header_len, self.fragment, ip)
+    }
+}
+
+/// Whether an IPv4 header (`header`: its `header_len` bytes, a multiple of 4) verifies: the
+/// one's-complement sum of its 16-bit words, checksum included, is `0xffff`. Specialised for
+/// headers ([`netstack::checksum::data`] is general): 32-bit words summed in a `u64` (2^16 ≡
+/// 1 mod 2^16 − 1, so the folded sum is the same) and folded. Skipped under `cfg(fuzzing)`,
+/// as netstack's `verify_checksum` is.
+#[inline]
+pub(super) fn header_checksum_ok(header: &[u8]) -> bool {
+    if cfg!(fuzzing) {
+        return true;
+    }
+    let mut acc: u64 = 0;
+    for w in header.chunks_exact(4) {
+        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc == 0xffff
 }
