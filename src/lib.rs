@@ -9,7 +9,9 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod options;
+pub mod qubes_link;
 pub mod uplink;
+pub mod vchan_test;
 
 /// The version string logged at boot.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

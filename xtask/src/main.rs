@@ -23,7 +23,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 /// All scenarios, in the order they run by default.
-const SCENARIOS: &[&str] = &["boot", "shutdown", "crash", "uplink", "uplink-reconnect"];
+const SCENARIOS: &[&str] = &["boot", "shutdown", "crash", "uplink", "uplink-reconnect", "vchan"];
 
 /// Files the harness image is built from (relative to tests/harness).
 const IMAGE_INPUTS: &[&str] =
@@ -224,7 +224,9 @@ fn guest_dir(elf: &Path, scenarios: &[&str]) -> Result<PathBuf> {
 }
 
 /// Builds the harness's dom0 test tools (`tests/harness/tools/*.c`) as static binaries: the
-/// harness dom0 has no compiler.
+/// harness dom0 has no compiler. The vchan doubles (`tests/harness/dom0-tools`) link against
+/// Debian's libxenvchan (build.sh installs `libxen-dev`); the harness dom0 has the same
+/// bookworm libraries (xen-utils-4.17 depends on them), so they are linked dynamically.
 fn build_tools(out: &Path) -> Result<()> {
     fs::create_dir_all(out).map_err(|e| e.to_string())?;
     let src = root().join("tests").join("harness").join("tools");
@@ -235,7 +237,8 @@ fn build_tools(out: &Path) -> Result<()> {
             run(Command::new("cc").args(["-O2", "-static", "-Wall", "-Werror", "-o"]).arg(out.join(stem)).arg(&path))?;
         }
     }
-    Ok(())
+    let doubles = root().join("tests").join("harness").join("dom0-tools").join("build.sh");
+    run(Command::new("sh").arg(doubles).arg(out))
 }
 
 fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
