@@ -789,3 +789,43 @@ impl<S: SharePool> QubesLink<S> {
 // The commit queue of the configuration model is drained here one event at a time; the
 // recheck list must hold at least as many addresses as the model tracks.
 const _: () = assert!(TRACKED_ADDRESSES >= COMMIT_QUEUE);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::Ipv4Addr;
+
+    /// The harness scenarios match these lines.
+    #[test]
+    fn log_lines() {
+        let u = Uplink {
+            ip: Ipv4Addr::new(10, 137, 0, 6),
+            netmask: Ipv4Addr::BROADCAST,
+            gateway: Ipv4Addr::new(10, 137, 0, 1),
+            mac: None,
+            primary_dns: Some(Ipv4Addr::new(10, 139, 1, 1)),
+            secondary_dns: None,
+        };
+        assert_eq!(
+            QubesEvent::Uplink(Some(u)).to_string(),
+            "config: uplink address 10.137.0.6 netmask 255.255.255.255 gateway 10.137.0.1 dns 10.139.1.1 "
+        );
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 137, 0, 20));
+        let mut first = Vec::new();
+        first.push(ip).unwrap();
+        assert_eq!(
+            QubesEvent::ConnectedIps { count: 5, first }.to_string(),
+            "config: 5 connected clients: 10.137.0.20 ..."
+        );
+        assert_eq!(
+            QubesEvent::RulesCommitted { client: ip, rules: 2 }.to_string(),
+            "rules: 10.137.0.20: committed, 2 rules"
+        );
+        assert_eq!(
+            QubesEvent::RulesFailed { client: ip, failure: RulesFailure::NotSynced }.to_string(),
+            "rules: 10.137.0.20: FAILED: QubesDB not synchronised"
+        );
+        assert_eq!(QubesEvent::WallClock(1_893_553_445).to_string(), "qrexec: qubes.SetDateTime: 2030-01-02T03:04:05Z");
+        assert_eq!(QubesEvent::IptablesError(String::new()).to_string(), "qubesdb: wrote /qubes-iptables-error = \"\"");
+    }
+}

@@ -441,3 +441,36 @@ fn qubesdb_peer_that_vanishes_is_noticed() {
     w.run();
     assert!(w.take().iter().any(|e| matches!(e, QubesEvent::DbLost(_))));
 }
+
+#[test]
+fn a_data_port_nobody_serves_times_out_and_is_released() {
+    let mut w = World::new(false, true);
+    let (mut ctrl, mut cbuf) = qrexec_daemon(&mut w, 4);
+    let mut p = 0u32.to_le_bytes().to_vec();
+    p.extend_from_slice(&777u32.to_le_bytes());
+    p.extend_from_slice(b"user:QUBESRPC qubes.WaitForSession dom0\0");
+    ctrl.write(&msg(EXEC_CMDLINE, &p));
+    w.run();
+    assert!(w.take().contains(&QubesEvent::QrexecRequest { id: 0, port: 777 }));
+    assert!(read_msgs(&mut ctrl, &mut cbuf).is_empty(), "still trying");
+    for _ in 0..11 {
+        w.g.now += 1_000_000_000;
+        w.run();
+    }
+    let evs = w.take();
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            QubesEvent::QrexecDataFailed {
+                id: 0,
+                reason: DataFailure::Vchan(Some(xen_front::vchan::Error::ConnectTimeout))
+            }
+        )),
+        "{evs:?}"
+    );
+    let term = read_msgs(&mut ctrl, &mut cbuf);
+    assert_eq!(term.len(), 1);
+    assert_eq!(u32::from_le_bytes(term[0].1[4..8].try_into().unwrap()), 777);
+    // The slot is free again.
+    assert_eq!(run_service(&mut w, &mut ctrl, &mut cbuf, 513, "qubes.WaitForSession", b"").2, Some(0));
+}

@@ -23,7 +23,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 /// All scenarios, in the order they run by default.
-const SCENARIOS: &[&str] = &["boot", "shutdown", "crash", "uplink", "uplink-reconnect", "vchan"];
+const SCENARIOS: &[&str] = &["boot", "shutdown", "crash", "uplink", "uplink-reconnect", "vchan", "qrexec", "qubesdb"];
 
 /// Files the harness image is built from (relative to tests/harness).
 const IMAGE_INPUTS: &[&str] =
