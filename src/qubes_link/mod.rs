@@ -759,29 +759,31 @@ impl<S: SharePool> QubesLink<S> {
         }
     }
 
-    /// Calls `line` with the lines of a counters dump.
+    /// Calls `line` with the lines of a counters dump: two short lines, so a dump does not
+    /// overrun the 2 KiB console ring.
     pub fn dump(&self, mut line: impl FnMut(fmt::Arguments<'_>)) {
-        line(format_args!("qubes.link = {:?}", self.counters));
+        let (c, d, a) = (&self.counters, &self.db.counters, &self.agent.counters);
         line(format_args!(
-            "qubes.db: phase={:?} vchan={:?} synced={} counters={:?} stats={:?}",
-            self.db_phase,
+            "qubes.db: {:?} synced={} sessions={} lost={} msgs={} errors={} store_full={} failing={} dropped_events={}",
             self.db_ep.state(),
             self.db.is_synced(),
-            self.db.counters,
-            self.db_ep.stats()
+            c.db_sessions,
+            c.db_lost,
+            d.messages,
+            d.errors,
+            d.store_full,
+            self.failing.len(),
+            c.events_dropped
         ));
         line(format_args!(
-            "qubes.config: invalid_values={} failing_clients={}",
-            self.config.invalid_values,
-            self.failing.len()
-        ));
-        line(format_args!(
-            "qubes.qrexec: phase={:?} vchan={:?} version={:?} counters={:?} stats={:?}",
-            self.ctrl_phase,
+            "qubes.qrexec: {:?} version={:?} requests={} busy={} resets={} data_failures={} lost={}",
             self.ctrl.state(),
             self.agent.version(),
-            self.agent.counters,
-            self.ctrl.stats()
+            a.requests,
+            a.busy,
+            a.resets,
+            c.data_failures,
+            c.qrexec_lost
         ));
     }
 }
