@@ -612,6 +612,8 @@ fn dump_counters(xs: &Client, control: &Control, uplink: &Netfront, pool: &Pool,
     );
     log::info!("  uplink.counters = {:?}", uplink.counters());
     log::info!("  uplink.host = {:?}", host.counters);
+    // The dump is longer than the 2 KiB console ring: let xenconsoled catch up (rare, on request).
+    spin_wait_drained(100_000_000);
     QUBES.lock().dump(|line| log::info!("  {}", line));
     log::info!("counters dump end");
 }

@@ -759,22 +759,24 @@ impl<S: SharePool> QubesLink<S> {
         }
     }
 
-    /// Calls `line` with the lines of a counters dump: two short lines, so a dump does not
-    /// overrun the 2 KiB console ring.
+    /// Calls `line` with the lines of a counters dump (short: the console ring is 2 KiB; the
+    /// QubesDB line only when QubesDB is enabled).
     pub fn dump(&self, mut line: impl FnMut(fmt::Arguments<'_>)) {
         let (c, d, a) = (&self.counters, &self.db.counters, &self.agent.counters);
-        line(format_args!(
-            "qubes.db: {:?} synced={} sessions={} lost={} msgs={} errors={} store_full={} failing={} dropped_events={}",
-            self.db_ep.state(),
-            self.db.is_synced(),
-            c.db_sessions,
-            c.db_lost,
-            d.messages,
-            d.errors,
-            d.store_full,
-            self.failing.len(),
-            c.events_dropped
-        ));
+        if self.qubesdb {
+            line(format_args!(
+                "qubes.db: {:?} synced={} sessions={} lost={} msgs={} errors={} store_full={} failing={} dropped_events={}",
+                self.db_ep.state(),
+                self.db.is_synced(),
+                c.db_sessions,
+                c.db_lost,
+                d.messages,
+                d.errors,
+                d.store_full,
+                self.failing.len(),
+                c.events_dropped
+            ));
+        }
         line(format_args!(
             "qubes.qrexec: {:?} version={:?} requests={} busy={} resets={} data_failures={} lost={}",
             self.ctrl.state(),
