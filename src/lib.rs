@@ -12,8 +12,10 @@ pub mod datapath;
 pub mod downlink;
 pub mod echo;
 pub mod options;
+pub mod qubes_link;
 pub mod static_config;
 pub mod uplink;
+pub mod vchan_test;
 
 /// The version string logged at boot.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

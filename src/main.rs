@@ -18,7 +18,7 @@ macro_rules! dump {
 }
 
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use firewall::conntrack::Timeouts;
 use firewall::forward::{ClientConfig, DownlinkConfig, Firewall, UplinkConfig};
@@ -30,8 +30,11 @@ use portcullis::counters::Registry;
 use portcullis::datapath::{Datapath, PassIo};
 use portcullis::downlink::{Downlink, LINK_MAC};
 use portcullis::options::{DebugCrash, Ignored, LogLevel, Options};
+use portcullis::qubes_link::{QubesEvent, QubesLink, clock};
 use portcullis::static_config::RuleEntries;
 use portcullis::uplink::{UplinkAddress, UplinkHost};
+use portcullis::vchan_test::{TestEvent, VchanTest};
+use qubes::qubesdb::store::DefaultStore;
 use xen_front::abi::{ShutdownReason, hvm_param, mapspace, virq, xenfeat};
 use xen_front::arch::{cpu, idt, paging};
 use xen_front::console::{self, ConsoleRing};
@@ -44,6 +47,7 @@ use xen_front::netfront::{LOCAL_FRAME, Netfront, NetfrontEvent};
 use xen_front::platform::{EventChannels, Port, XEN_FOREIGN_WINDOW, Xen};
 use xen_front::start_info::BootInfo;
 use xen_front::time;
+use xen_front::vchan::Io;
 use xen_front::xenstore::{Client, ClientState};
 
 core::arch::global_asm!(include_str!("boot/entry.s"), options(att_syntax));
@@ -74,6 +78,13 @@ static DATAPATH: spin::Mutex<Datapath> = spin::Mutex::new(Datapath::new());
 static COUNTERS: spin::Mutex<Registry> = spin::Mutex::new(Registry::new());
 /// The CSPRNG (NAT ports, DNS ids, hash keys), seeded at boot.
 static ENTROPY: spin::Once<spin::Mutex<Entropy>> = spin::Once::new();
+/// dom0's QubesDB, mirrored (~816 KiB of .bss).
+static QUBESDB_STORE: spin::Mutex<DefaultStore> = spin::Mutex::new(DefaultStore::new());
+/// The QubesDB session and the qrexec agent.
+static QUBES: spin::Mutex<QubesLink<Pool>> =
+    spin::Mutex::new(QubesLink::new(config::QUBESDB_WINDOW, config::QREXEC_DATA_WINDOWS));
+/// Added to Xen's wall clock; set by dom0's `qubes.SetDateTime`.
+static WALL_OFFSET_NS: AtomicI64 = AtomicI64::new(0);
 
 static LOOP_PASSES: AtomicU64 = AtomicU64::new(0);
 static IDLE_SLEEPS: AtomicU64 = AtomicU64::new(0);
@@ -333,6 +344,9 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     }
     register_counters();
 
+    QUBES.lock().enable(opts.qubesdb, opts.qrexec);
+    let mut vchan_test =
+        opts.vchan_test.map(|s| VchanTest::<Pool>::new(s, opts.vchan_bytes, config::VCHAN_TEST_WINDOWS));
     let mut control = Control::new();
     control.start(&mut XENSTORE.lock(), now());
     UPLINK.lock().start(&mut XENSTORE.lock(), now());
@@ -417,12 +431,14 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
             None => {}
         }
         netback.poll(&mut xs, &Xen, t);
+        let (qubes_busy, qubes_deadline) = poll_qubes(&mut xs, &mut pool, t, xen.domid.or(control.domid));
+        let vchan_test_busy = vchan_test.as_mut().is_some_and(|v| poll_vchan_test(v, &mut xs, &mut pool, t, xen.domid));
         let outcome = xs.poll(t);
         if outcome.notify_peer {
             XS_NOTIFIES.fetch_add(1, Ordering::Relaxed);
             let _ = Xen.send(store_port);
         }
-        let mut busy = outcome.replies_ready || outcome.events_ready;
+        let mut busy = outcome.replies_ready || outcome.events_ready || qubes_busy || vchan_test_busy;
         drop(xs);
 
         // Client links coming and going.
@@ -482,7 +498,8 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         let deadline = next_stats
             .min(t + 1_000_000_000)
             .min(host.next_deadline().unwrap_or(u64::MAX).max(t + 1_000_000))
-            .min(nb_deadline.unwrap_or(u64::MAX).max(t + 1_000_000));
+            .min(nb_deadline.unwrap_or(u64::MAX).max(t + 1_000_000))
+            .min(qubes_deadline.unwrap_or(u64::MAX).max(t + 1_000_000));
         let _ = hypercall::set_timer_op(deadline);
         if !events.harvest() {
             IDLE_SLEEPS.fetch_add(1, Ordering::Relaxed);
@@ -628,6 +645,65 @@ fn dump_datapath(netback: &Netback, down: &Downlink) {
     dump!("{}", line.as_str());
 }
 
+/// QubesDB and qrexec: one pass, then their events (logged; the seed and the clock acted on).
+/// Returns whether work is left and when the link wants to run next.
+fn poll_qubes(xs: &mut Client, pool: &mut Pool, t: u64, domid: Option<u16>) -> (bool, Option<u64>) {
+    let mut io = Io { xen: &Xen, xs, pool, now_ns: t };
+    let mut store = QUBESDB_STORE.lock();
+    let mut link = QUBES.lock();
+    link.poll(&mut io, &mut store, domid);
+    while let Some(ev) = link.next_event(&mut store) {
+        match &ev {
+            QubesEvent::Reseed(seed) => {
+                if let Some(rng) = ENTROPY.get() {
+                    rng.lock().reseed(&seed.bytes[..seed.len.min(seed.bytes.len())]);
+                }
+            }
+            QubesEvent::WallClock(secs) => {
+                let (sec, nsec) = time::wall_clock_base(&shared_info());
+                let xen_wall = i128::from(sec) * 1_000_000_000 + i128::from(nsec) + i128::from(now());
+                WALL_OFFSET_NS.store(clock::wall_offset_ns(*secs, xen_wall), Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        log::info!("{}", ev);
+        if let QubesEvent::WallClock(_) = ev {
+            let offset = WALL_OFFSET_NS.load(Ordering::Relaxed);
+            let wall = time::wall_clock_secs(&shared_info(), now(), offset);
+            log::info!("clock: wall clock now {} (offset {} s)", clock::Utc(wall as i64), offset / 1_000_000_000);
+        }
+    }
+    (link.is_busy(), link.next_deadline())
+}
+
+/// The `vchan-test=` mode: one pass; returns whether bytes are moving.
+fn poll_vchan_test(test: &mut VchanTest<Pool>, xs: &mut Client, pool: &mut Pool, t: u64, domid: Option<u16>) -> bool {
+    let Some(me) = domid else { return false };
+    let mut io = Io { xen: &Xen, xs, pool, now_ns: t };
+    while let Some(ev) = test.poll(&mut io, me) {
+        match ev {
+            TestEvent::SetupFailed { port, error } => {
+                log::error!("vchan-test: port {} set-up failed: {:?}", port, error)
+            }
+            TestEvent::Connected { port } => log::info!("vchan-test: port {} connected", port),
+            TestEvent::Finished(report) => log::info!("{}", report),
+            TestEvent::Closed { port, by_peer } => {
+                log::info!("vchan-test: port {} closed{}", port, if by_peer { " after the peer" } else { "" });
+                if test.is_done() {
+                    let c = io.pool.counts();
+                    log::info!(
+                        "vchan-test: all done; pool free={} shared={} quarantined={}",
+                        c.free,
+                        c.shared,
+                        c.quarantined
+                    );
+                }
+            }
+        }
+    }
+    test.is_busy()
+}
+
 fn debug_crash(c: DebugCrash) -> ! {
     log::warn!("debug-crash={:?}: faulting on purpose", c);
     spin_wait_drained(100_000_000);
@@ -768,4 +844,5 @@ fn dump_counters(xs: &Client, control: &Control, uplink: &Netfront, pool: &Pool,
     );
     dump!("  uplink.counters = {:?}", uplink.counters());
     dump!("  uplink.host = {:?}", host.counters);
+    QUBES.lock().dump(|line| dump!("  {}", line));
 }

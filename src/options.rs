@@ -3,6 +3,8 @@
 
 use core::net::Ipv4Addr;
 
+use crate::vchan_test::{DEFAULT_TEST_BYTES, TestSpec};
+
 /// Log verbosity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
@@ -51,6 +53,15 @@ pub struct Options {
     pub dns: [Option<Ipv4Addr>; 2],
     /// `udp-timeout=SECONDS`: idle timeout of UDP flows, replied or not (Linux: 30/120 s).
     pub udp_timeout_s: Option<u32>,
+    /// `vchan-test=client:PORT[,PORT…]` or `vchan-test=server:PORT:READ_MIN:WRITE_MIN`: stream
+    /// the test pattern with dom0's `vchan-peer` (testing only).
+    pub vchan_test: Option<TestSpec>,
+    /// `vchan-bytes=N`: bytes each way of the vchan test (default 10 MiB).
+    pub vchan_bytes: u64,
+    /// `qubesdb=1`: read the configuration from QubesDB (dom0 port 111).
+    pub qubesdb: bool,
+    /// `qrexec=0`: do not run the qrexec agent (on by default, as Qubes expects).
+    pub qrexec: bool,
 }
 
 impl Default for Options {
@@ -66,6 +77,10 @@ impl Default for Options {
             client_gateway: None,
             dns: [None; 2],
             udp_timeout_s: None,
+            vchan_test: None,
+            vchan_bytes: DEFAULT_TEST_BYTES,
+            qubesdb: false,
+            qrexec: true,
         }
     }
 }
@@ -105,12 +120,11 @@ impl Options {
                 .map(|c| o.debug_crash = Some(c)),
                 "ip" => parse_cidr(value).map(|a| o.uplink_ip = Some(a)),
                 "gw" => value.parse().ok().map(|g| o.gateway = Some(g)),
-                "debug-echo" => match value {
-                    "1" | "on" | "" => Some(true),
-                    "0" | "off" => Some(false),
-                    _ => None,
-                }
-                .map(|e| o.debug_echo = e),
+                "debug-echo" => parse_bool(value).map(|e| o.debug_echo = e),
+                "vchan-test" => TestSpec::parse(value).map(|t| o.vchan_test = Some(t)),
+                "vchan-bytes" => parse_u64(value).filter(|&n| n > 0).map(|n| o.vchan_bytes = n),
+                "qubesdb" => parse_bool(value).map(|b| o.qubesdb = b),
+                "qrexec" => parse_bool(value).map(|b| o.qrexec = b),
                 "client-gw" => value.parse().ok().map(|g| o.client_gateway = Some(g)),
                 "dns" => parse_dns(value).map(|d| o.dns = d),
                 "udp-timeout" => value.parse::<u32>().ok().filter(|&t| t > 0).map(|t| o.udp_timeout_s = Some(t)),
@@ -126,6 +140,14 @@ impl Options {
             }
         }
         o
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "on" | "" => Some(true),
+        "0" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -207,6 +229,19 @@ mod tests {
                 bad += 1
             });
         assert_eq!((o.client_gateway, o.dns, o.udp_timeout_s, bad), (None, [None; 2], None, 6));
+    }
+
+    #[test]
+    fn qubes_and_vchan_test_options() {
+        let o = Options::parse("qubesdb=1 qrexec=0 vchan-test=client:7000,7001 vchan-bytes=0x100000", |_| panic!());
+        assert!(o.qubesdb && !o.qrexec);
+        assert_eq!(o.vchan_test.map(|t| t.count), Some(2));
+        assert_eq!(o.vchan_bytes, 1 << 20);
+        let d = Options::default();
+        assert!(!d.qubesdb && d.qrexec && d.vchan_test.is_none() && d.vchan_bytes == 10 << 20);
+        let mut bad = 0;
+        let o = Options::parse("qubesdb=yes vchan-test=server:1 vchan-bytes=0 qrexec=2", |_| bad += 1);
+        assert_eq!((o, bad), (Options::default(), 4));
     }
 
     #[test]

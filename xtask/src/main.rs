@@ -23,8 +23,20 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 /// All scenarios, in the order they run by default.
-const SCENARIOS: &[&str] =
-    &["boot", "shutdown", "crash", "uplink", "uplink-reconnect", "clients", "client-churn", "clients-scale", "forward"];
+const SCENARIOS: &[&str] = &[
+    "boot",
+    "shutdown",
+    "crash",
+    "uplink",
+    "uplink-reconnect",
+    "clients",
+    "client-churn",
+    "clients-scale",
+    "forward",
+    "vchan",
+    "qrexec",
+    "qubesdb",
+];
 
 /// Files the harness image is built from (relative to tests/harness).
 const IMAGE_INPUTS: &[&str] =
@@ -229,7 +241,9 @@ fn guest_dir(elf: &Path, scenarios: &[&str]) -> Result<PathBuf> {
 }
 
 /// Builds the harness's dom0 test tools (`tests/harness/tools/*.c`) as static binaries: the
-/// harness dom0 has no compiler.
+/// harness dom0 has no compiler. The vchan doubles (`tests/harness/dom0-tools`) link against
+/// Debian's libxenvchan (build.sh installs `libxen-dev`); the harness dom0 has the same
+/// bookworm libraries (xen-utils-4.17 depends on them), so they are linked dynamically.
 fn build_tools(out: &Path) -> Result<()> {
     fs::create_dir_all(out).map_err(|e| e.to_string())?;
     let src = root().join("tests").join("harness").join("tools");
@@ -240,7 +254,8 @@ fn build_tools(out: &Path) -> Result<()> {
             run(Command::new("cc").args(["-O2", "-static", "-Wall", "-Werror", "-o"]).arg(out.join(stem)).arg(&path))?;
         }
     }
-    Ok(())
+    let doubles = root().join("tests").join("harness").join("dom0-tools").join("build.sh");
+    run(Command::new("sh").arg(doubles).arg(out))
 }
 
 /// Packs the harness client VM's files (`tests/harness/client/`: its `/init` and role scripts,
@@ -253,7 +268,13 @@ fn client_overlay(guest: &Path) -> Result<()> {
     let src = root().join("tests").join("harness").join("client");
     copy_tree(&src, &stage.join("client"))?;
     fs::rename(stage.join("client").join("init"), stage.join("init")).map_err(|e| format!("client init: {e}"))?;
-    copy_tree(&guest.join("tools"), &stage.join("client"))?;
+    // The static tools only (the dom0 doubles next to them need dom0's libxenvchan).
+    for tool in fs::read_dir(root().join("tests").join("harness").join("tools")).map_err(|e| e.to_string())? {
+        let path = tool.map_err(|e| e.to_string())?.path();
+        if let Some(stem) = path.file_stem().filter(|_| path.extension().is_some_and(|e| e == "c")) {
+            fs::copy(guest.join("tools").join(stem), stage.join("client").join(stem)).map_err(|e| e.to_string())?;
+        }
+    }
     let out = guest.join("client-overlay.cpio.gz");
     let script =
         format!("cd {} && find . | cpio -o -H newc --quiet -R 0:0 | gzip -9 > {}", stage.display(), out.display());

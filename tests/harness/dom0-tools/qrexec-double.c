@@ -110,12 +110,20 @@ int main(int argc, char **argv)
     static char buf[65536];
     FILE *in = strcmp(input, "-") ? fopen(input, "r") : NULL;
     size_t n;
-    while (in && (n = fread(buf, 1, sizeof buf, in)) > 0) {
-        send_hdr(data, MSG_DATA_STDIN, (uint32_t)n);
-        if (send_all(data, buf, n))
-            die("data vchan closed");
+    /* A service that does not read stdin may finish and close the data vchan before all of
+     * it (or the EOF) is sent, as real agents do: like qrexec-client, stop sending then and
+     * read what the agent left in the ring. */
+    int open = 1;
+    uint8_t h[8];
+    while (open && in && (n = fread(buf, 1, sizeof buf, in)) > 0) {
+        put_le32(h, MSG_DATA_STDIN);
+        put_le32(h + 4, (uint32_t)n);
+        open = !send_all(data, h, 8) && !send_all(data, buf, n);
     }
-    send_hdr(data, MSG_DATA_STDIN, 0);
+    put_le32(h, MSG_DATA_STDIN);
+    put_le32(h + 4, 0);
+    if (!open || send_all(data, h, 8))
+        printf("data: the agent closed before stdin was sent\n");
 
     int code = 125;
     for (;;) {
