@@ -260,7 +260,6 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     if features & (1 << xenfeat::HVM_CALLBACK_VECTOR) == 0 {
         boot_fail("Xen does not offer the HVM callback vector");
     }
-    idt::set_upcall_pending_addr(SHARED_INFO.addr());
     if let Err(e) = hypercall::hvm_set_param(
         hvm_param::CALLBACK_IRQ,
         (hvm_param::CALLBACK_TYPE_VECTOR << 56) | u64::from(idt::UPCALL_VECTOR),

@@ -1,6 +1,6 @@
 //! Event delivery: the 2-level pending bitmaps in `shared_info`, harvested by the poll loop.
 //!
-//! The upcall handler only clears `evtchn_upcall_pending` (see `arch::idt`); the loop calls
+//! The upcall handler only counts and returns with interrupts off (see `arch::idt`); the loop calls
 //! [`PendingEvents::harvest`] after every wake-up, which moves the pending, unmasked bits
 //! into a private bitmap, and each driver then asks [`PendingEvents::take`] about its ports.
 //! Bits are cleared atomically because Xen sets them concurrently.

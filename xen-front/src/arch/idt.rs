@@ -1,5 +1,5 @@
 //! The IDT: every vector runs on an IST stack, faults are reported and crash the domain, and
-//! the event upcall only clears `evtchn_upcall_pending`.
+//! the event upcall only counts itself and returns with interrupts off (the loop harvests).
 //!
 //! Why IST for everything: the host target (`x86_64-unknown-linux-gnu`) lets code use the
 //! 128 bytes below `rsp` (the red zone) without moving `rsp`. An interrupt delivered on the
@@ -27,10 +27,6 @@ const KERNEL_CS: u16 = 0x08;
 const KERNEL_DS: u16 = 0x10;
 const TSS_SEL: u16 = 0x18;
 
-/// Address of vCPU 0's `evtchn_upcall_pending` byte, read by the upcall stub (0 = not yet
-/// mapped: the stub then only counts).
-#[unsafe(no_mangle)]
-static XEN_FRONT_UPCALL_PENDING: AtomicUsize = AtomicUsize::new(0);
 /// Upcalls taken.
 #[unsafe(no_mangle)]
 static XEN_FRONT_UPCALLS: AtomicU64 = AtomicU64::new(0);
@@ -74,25 +70,20 @@ global_asm!(
     "mov rdi, rsp",
     "call xen_front_fault_entry",
     "ud2",
-    // The event upcall: clear upcall_pending (Xen re-injects while it is set), count, and
-    // return with interrupts off (IF cleared in the saved RFLAGS, at [rsp + 24] after the
-    // push). Interrupts are only ever on in the idle `sti; hlt`, whose next instruction is
-    // `cli` anyway; returning with IF set let a vector Xen kept re-injecting (seen under
-    // heavy client load in the harness: every sample of the vCPU inside this stub, the loop
-    // stuck before its `cli`) starve the loop. With IF off, each idle wakes once and the loop
-    // always runs; a re-injected vector only makes the next idle return at once.
+    // The event upcall: count it and return with interrupts off (IF cleared in the saved
+    // RFLAGS at [rsp + 16]). Interrupts are only ever on in the idle `sti; hlt`, whose next
+    // instruction is `cli` anyway, and the loop's `PendingEvents::harvest` clears
+    // `upcall_pending` (Xen re-injects the vector while it is set and IF is on). The stub
+    // deliberately does not write the shared_info page itself: in the harness (Xen under
+    // QEMU, shadow paging) that write, made while the upcall's delivery was in progress,
+    // had Xen deliver the upcall again and again under heavy client load (every sample of
+    // the vCPU at the stub's first instruction or at that write, on a fresh IST frame; the
+    // poll loop never ran again).
     ".balign 16",
     ".globl xen_front_upcall_stub",
     "xen_front_upcall_stub:",
-    "push rax",
-    "mov rax, [rip + XEN_FRONT_UPCALL_PENDING]",
-    "test rax, rax",
-    "jz 2f",
-    "mov byte ptr [rax], 0",
-    "2:",
     "lock inc qword ptr [rip + XEN_FRONT_UPCALLS]",
-    "and qword ptr [rsp + 24], ~0x200",
-    "pop rax",
+    "and qword ptr [rsp + 16], ~0x200",
     "iretq",
     ".balign 16",
     ".globl xen_front_spurious_stub",
@@ -264,11 +255,6 @@ pub unsafe fn init(main_stack: Range<usize>) {
 struct DescriptorPointer {
     limit: u16,
     base: u64,
-}
-
-/// Tells the upcall stub where vCPU 0's `evtchn_upcall_pending` byte is.
-pub fn set_upcall_pending_addr(addr: usize) {
-    XEN_FRONT_UPCALL_PENDING.store(addr, Ordering::Release);
 }
 
 /// Upcalls taken since boot.
