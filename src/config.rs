@@ -20,8 +20,8 @@ pub const BOOT_STACK: usize = 128 * 1024 + 4096;
 pub const PAGE_TABLES: usize = 8 * 4096;
 /// Grant table frames we map (512 entries each).
 pub const GRANT_TABLE_FRAMES: usize = 4;
-/// xen-front's fixed statics: hypercall page, shared_info, three 16 KiB IST stacks, IDT.
-pub const PLATFORM_STATICS: usize = 4096 + 4096 + 3 * 16 * 1024 + 4096 + 256;
+/// xen-front's fixed statics: hypercall page, shared_info, two 16 KiB IST stacks (faults, double faults), IDT.
+pub const PLATFORM_STATICS: usize = 4096 + 4096 + 2 * 16 * 1024 + 4096 + 256;
 /// Pages of the grant pool (packet slots and ring pages): 2.5 MiB. In use at once at most:
 /// 128 uplink RX buffers, 128 uplink TX frames in flight, a pass's outbox (192) and the
 /// netback's copy batch (64), and vchan rings; an empty pool degrades (counted), never stalls.

@@ -88,9 +88,10 @@ pub unsafe fn write_cr3(root: u64) {
 /// *during* `hlt` and cannot be lost between the check and the halt. Never `cli; hlt`: Xen
 /// treats that as the vCPU going down and powers the domain off.
 pub fn idle_until_interrupt() {
-    // Safety: every vector has a handler on an IST stack (see `idt`), so taking an
-    // interrupt here cannot corrupt the red zone of the interrupted code.
-    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    // Safety: interrupts are taken only between `sti` and `cli`, on the current stack (see
+    // `idt`); without `nostack` the compiler keeps nothing live in the red zone across this
+    // block, so the interrupt frame pushed below `rsp` overwrites nothing.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem)) };
 }
 
 /// Halts forever with interrupts off: the last resort after a failed shutdown. On Xen this

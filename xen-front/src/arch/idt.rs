@@ -1,10 +1,14 @@
-//! The IDT: every vector runs on an IST stack, faults are reported and crash the domain, and
-//! the event upcall only counts itself and returns with interrupts off (the loop harvests).
+//! The IDT: faults run on IST stacks, are reported and crash the domain; the event upcall
+//! only counts itself and returns with interrupts off (the loop harvests).
 //!
-//! Why IST for everything: the host target (`x86_64-unknown-linux-gnu`) lets code use the
-//! 128 bytes below `rsp` (the red zone) without moving `rsp`. An interrupt delivered on the
-//! same stack would push over them. With an IST index in every gate, the CPU always switches
-//! to a dedicated stack first.
+//! Why IST for faults: the host target (`x86_64-unknown-linux-gnu`) lets code use the 128
+//! bytes below `rsp` (the red zone) without moving `rsp`, and a fault can happen anywhere; a
+//! fault delivered on the same stack would push over them. Maskable interrupts (the upcall,
+//! anything spurious) run on the current stack: interrupts are only ever enabled inside
+//! `cpu::idle_until_interrupt`, an asm block that may use the stack, so no red zone is live
+//! there. (With the upcall on an IST stack too, the harness saw Xen-in-QEMU deliver it again
+//! and again on a fresh IST frame under heavy client load, the vCPU never getting past the
+//! stub's first instruction.)
 
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
@@ -21,7 +25,8 @@ const IST_STACK_SIZE: usize = 16 * 1024;
 /// IST slots (1-based in the gate descriptors).
 const IST_FAULT: u8 = 1;
 const IST_DOUBLE_FAULT: u8 = 2;
-const IST_INTERRUPT: u8 = 3;
+/// Maskable interrupts stay on the current stack (see the module docs).
+const NO_IST: u8 = 0;
 
 const KERNEL_CS: u16 = 0x08;
 const KERNEL_DS: u16 = 0x10;
@@ -155,7 +160,7 @@ struct IstStack(UnsafeCell<[u8; IST_STACK_SIZE]>);
 // Safety: only the CPU uses these stacks, on exception entry.
 unsafe impl Sync for IstStack {}
 
-static IST_STACKS: [IstStack; 3] = [const { IstStack(UnsafeCell::new([0; IST_STACK_SIZE])) }; 3];
+static IST_STACKS: [IstStack; 2] = [const { IstStack(UnsafeCell::new([0; IST_STACK_SIZE])) }; 2];
 
 #[repr(C, align(16))]
 struct Tables {
@@ -182,7 +187,7 @@ fn gate(handler: usize, ist: u8) -> [u64; 2] {
     [lo, h >> 32]
 }
 
-/// Loads a GDT with a TSS carrying the IST stacks, and an IDT in which every vector uses one.
+/// Loads a GDT with a TSS carrying the IST stacks, and an IDT in which every fault uses one.
 ///
 /// `main_stack` is the boot stack's range, used to bound the stack dump of a fault report.
 ///
@@ -219,8 +224,8 @@ pub unsafe fn init(main_stack: Range<usize>) {
         *entry = match v {
             2 | 8 | 18 => gate(faults + v * 16, IST_DOUBLE_FAULT), // NMI, #DF, #MC
             0..=31 => gate(faults + v * 16, IST_FAULT),
-            v if v == UPCALL_VECTOR as usize => gate(upcall, IST_INTERRUPT),
-            _ => gate(spurious, IST_INTERRUPT),
+            v if v == UPCALL_VECTOR as usize => gate(upcall, NO_IST),
+            _ => gate(spurious, NO_IST),
         };
     }
 
