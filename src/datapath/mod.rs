@@ -27,6 +27,7 @@ use firewall::forward::{ChecksumState, Egress, Firewall};
 use grant_pool::{GrantEntries, GrantPool, Private, Slot};
 use xen_front::netback::{FrameMeta, MAX_VIFS, Netback, OutFrame, TxDrop, VifId, VifInfo};
 use xen_front::netfront::{Netfront, RxVerdict};
+use xen_front::netif::ChecksumOffload;
 use xen_front::platform::{EventChannels, GrantTables};
 
 use crate::downlink::{ClientLink, Downlink};
@@ -196,15 +197,10 @@ impl Datapath {
                     return RxVerdict::Recycle;
                 };
                 let kept = core::mem::replace(slot, fresh);
-                let before = pipeline.counters.forwarded;
-                let mut links = XenLinks { pool, outbox, vifs, counters, uplink_up: up };
+                // sys-net's netback copied it in: no copy of ours so far.
+                let mut links = XenLinks { pool, outbox, vifs, counters, uplink_up: up, ingress_copied: 0 };
                 let (offset, len) = (usize::from(frame.offset), usize::from(frame.len));
                 pipeline.uplink_frame(fw, host, &mut links, PoolBuf(kept), offset, len, frame.csum, now, rng);
-                if pipeline.counters.forwarded != before
-                    && let Some(o) = outbox.last_mut()
-                {
-                    o.forwarded = true;
-                }
                 RxVerdict::Recycle
             })
         };
@@ -226,9 +222,9 @@ impl Datapath {
                     return;
                 };
                 let client = client_links[i];
-                let csum = if meta.csum_blank { ChecksumState::PartialPseudoHeader } else { ChecksumState::Complete };
-                let before = pipeline.counters.forwarded;
-                let mut links = XenLinks { pool, outbox, vifs, counters, uplink_up: up };
+                let csum = checksum_state(ChecksumOffload { blank: meta.csum_blank, validated: meta.data_validated });
+                // The netback's grant copy brought it into our slot.
+                let mut links = XenLinks { pool, outbox, vifs, counters, uplink_up: up, ingress_copied: meta.len };
                 pipeline.client_frame(
                     fw,
                     down,
@@ -241,12 +237,6 @@ impl Datapath {
                     now,
                     rng,
                 );
-                if pipeline.counters.forwarded != before
-                    && let Some(o) = outbox.last_mut()
-                {
-                    o.forwarded = true;
-                    o.copied = meta.len;
-                }
             })
         };
         self.flush(xen, pool, uplink, netback);
@@ -342,12 +332,22 @@ struct XenLinks<'a, E: GrantEntries, const P: usize> {
     vifs: &'a [Option<VifId>; MAX_VIFS],
     counters: &'a mut DatapathCounters,
     uplink_up: bool,
+    /// Bytes we grant-copied to get the frame being processed (a client's), 0 for the uplink's.
+    ingress_copied: u16,
 }
 
 impl<E: GrantEntries, const P: usize> XenLinks<'_, E, P> {
-    fn queue(&mut self, to: Egress, buf: PoolBuf, len: usize, csum: ChecksumState) -> Result<(), PoolBuf> {
+    fn queue(
+        &mut self,
+        to: Egress,
+        buf: PoolBuf,
+        len: usize,
+        csum: ChecksumState,
+        forwarded: bool,
+    ) -> Result<(), PoolBuf> {
         let Ok(len16) = u16::try_from(len) else { return Err(buf) };
-        let o = Outgoing { to, slot: buf.0, len: len16, csum, forwarded: false, copied: 0 };
+        let copied = if forwarded { self.ingress_copied } else { 0 };
+        let o = Outgoing { to, slot: buf.0, len: len16, csum, forwarded, copied };
         self.outbox.push(o).map_err(|o| {
             self.counters.outbox_full += 1;
             PoolBuf(o.slot)
@@ -366,18 +366,25 @@ impl<E: GrantEntries, const P: usize> Links for XenLinks<'_, E, P> {
         self.pool.put_back(buf.0);
     }
 
-    fn to_uplink(&mut self, buf: PoolBuf, len: usize, csum: ChecksumState) -> Result<(), PoolBuf> {
+    fn to_uplink(&mut self, buf: PoolBuf, len: usize, csum: ChecksumState, forwarded: bool) -> Result<(), PoolBuf> {
         if !self.uplink_up {
             return Err(buf);
         }
-        self.queue(Egress::Uplink, buf, len, csum)
+        self.queue(Egress::Uplink, buf, len, csum, forwarded)
     }
 
-    fn to_client(&mut self, to: ClientId, buf: PoolBuf, len: usize, csum: ChecksumState) -> Result<(), PoolBuf> {
+    fn to_client(
+        &mut self,
+        to: ClientId,
+        buf: PoolBuf,
+        len: usize,
+        csum: ChecksumState,
+        forwarded: bool,
+    ) -> Result<(), PoolBuf> {
         if self.vifs.get(usize::from(to.get())).copied().flatten().is_none() {
             return Err(buf);
         }
-        self.queue(Egress::Client(to), buf, len, csum)
+        self.queue(Egress::Client(to), buf, len, csum, forwarded)
     }
 }
 

@@ -27,11 +27,20 @@ pub trait Links {
     fn take(&mut self) -> Option<Self::Buf>;
     /// Gives a buffer back.
     fn put_back(&mut self, buf: Self::Buf);
-    /// Sends `buf[..len]` on the uplink. `Err` gives the buffer back (the link is down or
+    /// Sends `buf[..len]` on the uplink; `forwarded`: it is the received frame passed on (not
+    /// a reply or a fragment we built). `Err` gives the buffer back (the link is down or
     /// full): the pipeline counts the drop.
-    fn to_uplink(&mut self, buf: Self::Buf, len: usize, csum: ChecksumState) -> Result<(), Self::Buf>;
-    /// Sends `buf[..len]` to a client. `Err` gives the buffer back.
-    fn to_client(&mut self, to: ClientId, buf: Self::Buf, len: usize, csum: ChecksumState) -> Result<(), Self::Buf>;
+    fn to_uplink(&mut self, buf: Self::Buf, len: usize, csum: ChecksumState, forwarded: bool) -> Result<(), Self::Buf>;
+    /// Sends `buf[..len]` to a client (`forwarded` as for [`to_uplink`](Self::to_uplink)).
+    /// `Err` gives the buffer back.
+    fn to_client(
+        &mut self,
+        to: ClientId,
+        buf: Self::Buf,
+        len: usize,
+        csum: ChecksumState,
+        forwarded: bool,
+    ) -> Result<(), Self::Buf>;
 }
 
 /// What the pipeline did (the engine counts its own decisions and drop causes).
@@ -124,7 +133,7 @@ impl Pipeline {
             LinkVerdict::Reply { len } => {
                 self.counters.link_replies += 1;
                 // ARP replies carry no L4 checksum; the UDP echo keeps the request's state.
-                if let Err(b) = links.to_client(id, buf, len, csum) {
+                if let Err(b) = links.to_client(id, buf, len, csum, false) {
                     self.counters.egress_refused += 1;
                     links.put_back(b);
                 }
@@ -166,7 +175,7 @@ impl Pipeline {
         match host.handle(frame, csum) {
             HostVerdict::Reply { len, csum } if offset == 0 => {
                 self.counters.link_replies += 1;
-                if let Err(b) = links.to_uplink(buf, len, checksum_state(csum)) {
+                if let Err(b) = links.to_uplink(buf, len, checksum_state(csum), false) {
                     self.counters.egress_refused += 1;
                     links.put_back(b);
                 }
@@ -201,7 +210,7 @@ impl Pipeline {
     fn carry_out<L: Links>(&mut self, links: &mut L, buf: L::Buf, d: Decision, moved: usize) {
         match d {
             Decision::Forward { to, len, csum } => {
-                if self.send(links, to, buf, len, csum) {
+                if self.send(links, to, buf, len, csum, true) {
                     self.counters.forwarded += 1;
                     self.counters.forwarded_bytes += len as u64;
                     self.counters.internal_copy_bytes += moved as u64;
@@ -215,7 +224,7 @@ impl Pipeline {
                     };
                     match forward::fragment(&buf.as_ref()[..len], mtu, i, out.as_mut()) {
                         Some(n) => {
-                            if self.send(links, to, out, n, ChecksumState::Complete) {
+                            if self.send(links, to, out, n, ChecksumState::Complete, false) {
                                 self.counters.fragments += 1;
                                 self.counters.internal_copy_bytes += n as u64;
                             }
@@ -236,7 +245,7 @@ impl Pipeline {
                     return;
                 };
                 dst.copy_from_slice(&self.reply[..len]);
-                if self.send(links, to, out, len, ChecksumState::Complete) {
+                if self.send(links, to, out, len, ChecksumState::Complete, false) {
                     self.counters.engine_replies += 1;
                 }
             }
@@ -245,10 +254,18 @@ impl Pipeline {
     }
 
     /// Sends on `to`; a refusal is counted and the buffer goes back.
-    fn send<L: Links>(&mut self, links: &mut L, to: Egress, buf: L::Buf, len: usize, csum: ChecksumState) -> bool {
+    fn send<L: Links>(
+        &mut self,
+        links: &mut L,
+        to: Egress,
+        buf: L::Buf,
+        len: usize,
+        csum: ChecksumState,
+        forwarded: bool,
+    ) -> bool {
         let r = match to {
-            Egress::Uplink => links.to_uplink(buf, len, csum),
-            Egress::Client(id) => links.to_client(id, buf, len, csum),
+            Egress::Uplink => links.to_uplink(buf, len, csum, forwarded),
+            Egress::Client(id) => links.to_client(id, buf, len, csum, forwarded),
         };
         match r {
             Ok(()) => true,

@@ -44,7 +44,7 @@ impl Links for PlainLinks {
     fn put_back(&mut self, _: Vec<u8>) {
         self.taken -= 1;
     }
-    fn to_uplink(&mut self, buf: Vec<u8>, len: usize, csum: ChecksumState) -> Result<(), Vec<u8>> {
+    fn to_uplink(&mut self, buf: Vec<u8>, len: usize, csum: ChecksumState, _: bool) -> Result<(), Vec<u8>> {
         if self.uplink_down {
             return Err(buf);
         }
@@ -52,7 +52,14 @@ impl Links for PlainLinks {
         self.uplink.push((buf[..len].to_vec(), csum));
         Ok(())
     }
-    fn to_client(&mut self, to: ClientId, buf: Vec<u8>, len: usize, csum: ChecksumState) -> Result<(), Vec<u8>> {
+    fn to_client(
+        &mut self,
+        to: ClientId,
+        buf: Vec<u8>,
+        len: usize,
+        csum: ChecksumState,
+        _: bool,
+    ) -> Result<(), Vec<u8>> {
         self.taken -= 1;
         self.clients.push((to, buf[..len].to_vec(), csum));
         Ok(())
