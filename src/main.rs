@@ -527,7 +527,7 @@ fn on_link_change(
     match change {
         LinkChange::Up(vif) => {
             let Some(info) = netback.info(vif).copied() else { return };
-            for p in netback.ports() {
+            if let Some(p) = netback.port(vif) {
                 let _ = Xen.unmask(p);
             }
             let Some(id) = datapath.link_up(vif, &info) else { return };

@@ -244,6 +244,11 @@ impl Netback {
         self.vifs.iter().find(|v| v.is(domid, devid)).map_or_else(Resources::default, |v| v.res)
     }
 
+    /// The event-channel port of a connected vif (`None` once it is gone).
+    pub fn port(&self, vif: VifId) -> Option<Port> {
+        self.live(vif).and_then(|i| self.vifs[i].link.as_ref().map(|l| l.port))
+    }
+
     /// The event-channel ports of connected vifs (to unmask or to demultiplex).
     pub fn ports(&self) -> impl Iterator<Item = Port> + '_ {
         self.vifs.iter().filter_map(|v| v.link.as_ref().map(|l| l.port))
