@@ -77,6 +77,11 @@ impl Downlink {
         Downlink { gateway, debug_echo, counters: LinkCounters { arp_replies: 0, udp_echoes: 0, dropped: 0 } }
     }
 
+    /// Sets the gateway address clients use (QubesDB's `/qubes-netvm-gateway`).
+    pub fn set_gateway(&mut self, gateway: Option<Ipv4Addr>) {
+        self.gateway = gateway;
+    }
+
     /// The gateway address clients use.
     pub fn gateway(&self) -> Option<Ipv4Addr> {
         self.gateway

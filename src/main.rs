@@ -321,7 +321,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         with_rng(|r| r.fill(&mut key));
         fw.rekey(key);
         match opts.client_gateway {
-            Some(gw) => fw.set_downlink(DownlinkConfig::qubes(gw)),
+            Some(gw) => fw.set_downlink(Some(DownlinkConfig::qubes(gw))),
             None => log::warn!("clients: no client-gw= on the command line; clients have no gateway address"),
         }
         fw.set_dns_servers(opts.dns[0], opts.dns[1]);

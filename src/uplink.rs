@@ -143,6 +143,21 @@ impl UplinkHost {
         builder::gratuitous_arp(buf, self.mac, addr.ip).ok()
     }
 
+    /// Our addresses changed (QubesDB): a new gateway (or a new address of ours) is looked for
+    /// again from scratch, so the engine sees no uplink until ARP answers (or falls back) —
+    /// the layer-3 reconnect Qubes expects after the network VM changed. Returns whether
+    /// anything changed.
+    pub fn set_address(&mut self, addr: Option<UplinkAddress>, now_ns: u64) -> bool {
+        if addr == self.addr {
+            return false;
+        }
+        self.addr = addr;
+        self.gateway_mac = None;
+        self.arp_attempts = 0;
+        self.next_arp_ns = now_ns;
+        true
+    }
+
     /// When to call [`poll`](Self::poll) next (an ARP retry), if ever.
     pub fn next_deadline(&self) -> Option<u64> {
         (self.addr.is_some() && self.gateway_mac.is_none()).then_some(self.next_arp_ns)

@@ -76,7 +76,7 @@ fn setup() -> Box<Fw> {
         gateway_mac: MAC,
         mtu: 1500,
     }));
-    fw.set_downlink(DownlinkConfig::qubes(UPLINK));
+    fw.set_downlink(Some(DownlinkConfig::qubes(UPLINK)));
     let id = ClientId::new(1).unwrap();
     fw.add_client(id, ClientConfig { addr: CLIENT, mac: MAC }).unwrap();
     let rules: [(&[u8], &[u8]); 4] = [

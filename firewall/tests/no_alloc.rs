@@ -185,7 +185,7 @@ mod pipeline {
             gateway_mac: MAC,
             mtu: 1500,
         }));
-        fw.set_downlink(DownlinkConfig::qubes(GW));
+        fw.set_downlink(Some(DownlinkConfig::qubes(GW)));
         fw.set_dns_servers(Some(DNS), None);
         fw.set_resolver_port(33333);
         let id = ClientId::new(3).unwrap();

@@ -572,27 +572,48 @@ impl Config {
         client: IpAddr,
         rules: &mut ClientRules,
     ) -> Result<(), RulesFailure> {
+        let family = Family::of(&client);
+        match self.with_committed_rules(db, client, |entries| rules.commit(family, entries)) {
+            Ok(parsed) => parsed.map_err(RulesFailure::Parse),
+            Err(f @ (RulesFailure::NotSynced | RulesFailure::UpdateInProgress)) => Err(f),
+            Err(f) => {
+                rules.clear();
+                Err(f)
+            }
+        }
+    }
+
+    /// Calls `commit` with `client`'s committed entries (name relative to
+    /// `/qubes-firewall/<ip>/`, value), in key order, for an enforcer that parses them itself
+    /// (the firewall engine's `commit_rules`); returns what it returned.
+    ///
+    /// # Errors
+    ///
+    /// When there is nothing to commit: [`RulesFailure::NotSynced`] or
+    /// [`RulesFailure::UpdateInProgress`] (keep the rules in force), [`RulesFailure::StoreFull`]
+    /// or [`RulesFailure::NotCommitted`] (fail the client closed). `commit` is not called.
+    pub fn with_committed_rules<const E: usize, const B: usize, R>(
+        &self,
+        db: &Store<E, B>,
+        client: IpAddr,
+        commit: impl for<'a> FnOnce(&mut dyn Iterator<Item = (&'a [u8], &'a [u8])>) -> R,
+    ) -> Result<R, RulesFailure> {
         if !self.synced {
             return Err(RulesFailure::NotSynced);
         }
-        let fail = |rules: &mut ClientRules, f| {
-            rules.clear();
-            Err(f)
-        };
         match self.mark_of(client) {
-            Some(Mark::Lost) => return fail(rules, RulesFailure::StoreFull),
+            Some(Mark::Lost) => return Err(RulesFailure::StoreFull),
             Some(Mark::Updating) => return Err(RulesFailure::UpdateInProgress),
-            None if self.marks_overflowed => return fail(rules, RulesFailure::StoreFull),
+            None if self.marks_overflowed => return Err(RulesFailure::StoreFull),
             None => {}
         }
         let prefix = firewall_path(client);
         let marker = &prefix[..prefix.len() - 1];
         if db.get(marker).is_none() {
-            return fail(rules, RulesFailure::NotCommitted);
+            return Err(RulesFailure::NotCommitted);
         }
-        let entries = db.prefixed(&prefix).map(|(k, v)| (&k.as_bytes()[prefix.len()..], v));
-        let family = Family::of(&client);
-        rules.commit(family, entries).map_err(RulesFailure::Parse)
+        let mut entries = db.prefixed(&prefix).map(|(k, v)| (&k.as_bytes()[prefix.len()..], v));
+        Ok(commit(&mut entries))
     }
 }
 

@@ -86,7 +86,7 @@ fn rig(rules: &[(&str, &str)]) -> Rig {
         gateway_mac: GW_MAC,
         mtu: 1500,
     }));
-    fw.set_downlink(DownlinkConfig::qubes(CLIENT_GW));
+    fw.set_downlink(Some(DownlinkConfig::qubes(CLIENT_GW)));
     let id = ClientId::new(0).unwrap();
     fw.add_client(id, ClientConfig { addr: C_IP, mac: C_MAC }).unwrap();
     fw.commit_rules(id, rules.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))).unwrap();

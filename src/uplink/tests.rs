@@ -204,3 +204,28 @@ fn garbage_frames_never_panic() {
         }
     }
 }
+
+#[test]
+fn a_new_address_forgets_the_gateway_and_asks_again() {
+    let mut h = host(false);
+    let mut buf = [0u8; 64];
+    // Learn the gateway.
+    let n = builder::arp_reply(&mut buf, GW_MAC, GW_IP, EthernetAddress(OUR_MAC), OUR_IP).unwrap();
+    assert_eq!(h.handle(&mut buf[..n], ChecksumOffload::default()), HostVerdict::Consumed);
+    assert_eq!(h.gateway_mac(), Some(GW_MAC));
+    let same = h.address();
+    assert!(!h.set_address(same, 5), "rewritten with the same value: nothing to do");
+    assert_eq!(h.gateway_mac(), Some(GW_MAC));
+    let new_gw = Ipv4Addr::new(10, 0, 0, 3);
+    assert!(h.set_address(Some(UplinkAddress { ip: OUR_IP, prefix_len: 24, gateway: new_gw }), 7));
+    assert_eq!(h.gateway_mac(), None, "the old gateway's MAC is not used for the new one");
+    assert_eq!(h.next_deadline(), Some(7));
+    let n = h.poll(7, &mut buf).expect("an ARP request for the new gateway at once");
+    let eth = ethernet::Frame::new_checked(&buf[..n]).unwrap();
+    let r = arp::Repr::parse(&arp::Packet::new_checked(eth.payload()).unwrap()).unwrap();
+    assert_eq!((r.source_protocol_addr, r.target_protocol_addr), (OUR_IP, new_gw));
+    // No address: nothing is asked.
+    assert!(h.set_address(None, 8));
+    assert_eq!(h.poll(100_000_000_000, &mut buf), None);
+    assert_eq!(h.next_deadline(), None);
+}

@@ -62,7 +62,7 @@ impl Appliance {
         uplink.start(&mut xs, 0);
         let mut fw = Box::new(Fw::new());
         fw.rekey([3; 16]);
-        fw.set_downlink(DownlinkConfig::qubes(CLIENT_GW));
+        fw.set_downlink(Some(DownlinkConfig::qubes(CLIENT_GW)));
         let host = UplinkHost::new(Some(UplinkAddress { ip: UP_IP, prefix_len: 24, gateway: UP_GW }), false);
         Appliance {
             sim: sim.clone(),

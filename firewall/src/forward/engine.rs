@@ -191,9 +191,10 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
         self.uplink.as_ref()
     }
 
-    /// Set our side of the client links.
-    pub fn set_downlink(&mut self, downlink: DownlinkConfig) {
-        self.downlink = Some(downlink);
+    /// Set our side of the client links; `None` goes back to [`Firewall::DEFAULT_DOWNLINK`]
+    /// (no gateway address: nothing is answered as the gateway).
+    pub fn set_downlink(&mut self, downlink: Option<DownlinkConfig>) {
+        self.downlink = downlink;
     }
 
     /// Our side of the client links in force.
@@ -336,6 +337,19 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
         let ctx = MatchContext { dns_servers: &self.dns[..self.dns_len], hosts: &hosts };
         let removed = self.conntrack.apply_rules(id, &s.rules, &ctx);
         parsed.map(|()| removed).map_err(ConfigError::Rules)
+    }
+
+    /// Drop all of client `id`'s traffic until its next good [`Firewall::commit_rules`] (fail
+    /// closed: dom0 withdrew its rules, or they were lost): its rules and resolver names are
+    /// released and its tracked flows removed. Returns how many flows were removed, or `None`
+    /// if `id` is not a present client.
+    pub fn block_client(&mut self, id: ClientId) -> Option<u32> {
+        let s = self.clients.get_mut(usize::from(id.get())).filter(|s| s.present)?;
+        s.rules.clear();
+        self.resolver.release_map(&mut s.hosts);
+        let before = self.conntrack.client_len(id);
+        self.conntrack.flush_client(id);
+        Some(before.saturating_sub(self.conntrack.client_len(id)) as u32)
     }
 
     /// Connection tracking (read-only: counters, sizes).

@@ -53,7 +53,7 @@ fn engine() -> Box<Fw> {
     let mut fw = Box::new(Fw::new());
     fw.rekey(*b"0123456789abcdef");
     fw.set_uplink(Some(uplink_cfg(1500)));
-    fw.set_downlink(DownlinkConfig::qubes(GATEWAY));
+    fw.set_downlink(Some(DownlinkConfig::qubes(GATEWAY)));
     fw.set_dns_servers(Some(DNS1), Some(DNS2));
     fw.add_client(c(1), ClientConfig { addr: CLIENT, mac: C1_MAC }).unwrap();
     fw.add_client(c(2), ClientConfig { addr: CLIENT2, mac: C2_MAC }).unwrap();
@@ -862,4 +862,31 @@ proptest! {
         prop_assert!(engine::header_checksum_ok(&h));
         prop_assert_eq!(checksum::data(&h), 0xffff);
     }
+}
+
+#[test]
+fn block_client_drops_everything_until_the_next_commit() {
+    let mut fw = engine();
+    let syn = tcp_ip(&client_h(), 40000, 443, SYN, b"");
+    assert!(matches!(client(&mut fw, &syn, 0).d, Decision::Forward { .. }));
+    assert_eq!(fw.conntrack().client_len(c(1)), 1);
+    assert_eq!(fw.block_client(c(1)), Some(1), "its one flow removed");
+    assert_eq!(fw.conntrack().client_len(c(1)), 0);
+    assert!(fw.rules(c(1)).unwrap().active().is_none());
+    let reply = tcp_ip(&Ip::new(REMOTE, UPLINK, IpProtocol::Tcp), 443, 40000, SYN | ACK, b"");
+    assert_eq!(uplink(&mut fw, &reply, 0).d, Decision::Drop(DropCause::NotTracked));
+    assert!(!matches!(client(&mut fw, &syn, 0).d, Decision::Forward { .. }), "blocked");
+    assert_eq!(fw.block_client(c(100)), None);
+    assert_eq!(fw.block_client(c(5)), None, "not a present client");
+    let rules: [(&[u8], &[u8]); 1] = [(b"policy", b"accept")];
+    assert_eq!(fw.commit_rules(c(1), rules), Ok(0));
+    assert!(matches!(client(&mut fw, &syn, 0).d, Decision::Forward { .. }), "a good commit lets it through");
+}
+
+#[test]
+fn downlink_can_be_cleared() {
+    let mut fw = engine();
+    assert_eq!(fw.downlink().gateway, GATEWAY);
+    fw.set_downlink(None);
+    assert_eq!(fw.downlink(), Fw::DEFAULT_DOWNLINK);
 }
