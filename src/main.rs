@@ -30,6 +30,7 @@ use portcullis::counters::Registry;
 use portcullis::datapath::{Datapath, PassIo};
 use portcullis::downlink::{Downlink, LINK_MAC};
 use portcullis::options::{DebugCrash, Ignored, LogLevel, Options};
+use portcullis::qubes_link::apply::{self, Applied, Targets};
 use portcullis::qubes_link::{QubesEvent, QubesLink, clock};
 use portcullis::static_config::RuleEntries;
 use portcullis::uplink::{UplinkAddress, UplinkHost};
@@ -303,28 +304,41 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         first_ref + config::GRANT_POOL_PAGES as u32
     );
 
+    let static_config = !opts.qubesdb;
+    if opts.qubesdb {
+        log::info!("config: from QubesDB (a command line with ip= configures the appliance instead)");
+        let cmdline = boot.cmdline();
+        for key in ["gw=", "client-gw=", "dns=", "rules="] {
+            if cmdline.split_ascii_whitespace().any(|w| w.starts_with(key)) {
+                log::warn!("config: {}... ignored: QubesDB gives the configuration", key);
+            }
+        }
+    }
     let uplink_addr = match (opts.uplink_ip, opts.gateway) {
-        (Some((ip, prefix_len)), Some(gateway)) => Some(UplinkAddress { ip, prefix_len, gateway }),
-        _ => {
+        (Some((ip, prefix_len)), Some(gateway)) if static_config => Some(UplinkAddress { ip, prefix_len, gateway }),
+        _ if static_config => {
             log::warn!("uplink: no ip=/gw= on the command line; the uplink has no address");
             None
         }
+        _ => None,
     };
     let mut host = UplinkHost::new(uplink_addr, opts.debug_echo);
     if opts.debug_echo {
         log::warn!("debug-echo: answering ICMP echo and UDP port 7 on our addresses (testing only)");
     }
-    let mut down = Downlink::new(opts.client_gateway, opts.debug_echo);
+    let mut down = Downlink::new(opts.client_gateway.filter(|_| static_config), opts.debug_echo);
     {
         let mut fw = FIREWALL.lock();
         let mut key = [0u8; 16];
         with_rng(|r| r.fill(&mut key));
         fw.rekey(key);
-        match opts.client_gateway {
-            Some(gw) => fw.set_downlink(Some(DownlinkConfig::qubes(gw))),
-            None => log::warn!("clients: no client-gw= on the command line; clients have no gateway address"),
+        if static_config {
+            match opts.client_gateway {
+                Some(gw) => fw.set_downlink(Some(DownlinkConfig::qubes(gw))),
+                None => log::warn!("clients: no client-gw= on the command line; clients have no gateway address"),
+            }
+            fw.set_dns_servers(opts.dns[0], opts.dns[1]);
         }
-        fw.set_dns_servers(opts.dns[0], opts.dns[1]);
         if let Some(t) = opts.udp_timeout_s {
             let secs = u64::from(t) * 1_000_000_000;
             let timeouts = Timeouts { udp_unreplied: secs, udp_replied: secs, ..Timeouts::LINUX };
@@ -430,7 +444,11 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
             None => {}
         }
         netback.poll(&mut xs, &Xen, t);
-        let (qubes_busy, qubes_deadline) = poll_qubes(&mut xs, &mut pool, t, xen.domid.or(control.domid));
+        let mut fw = FIREWALL.lock();
+        let (qubes_busy, qubes_deadline) = {
+            let mut to = Targets { fw: &mut fw, host: &mut host, down: &mut down };
+            poll_qubes(&mut xs, &mut pool, &mut to, t, xen.domid.or(control.domid))
+        };
         let vchan_test_busy = vchan_test.as_mut().is_some_and(|v| poll_vchan_test(v, &mut xs, &mut pool, t, xen.domid));
         let outcome = xs.poll(t);
         if outcome.notify_peer {
@@ -441,10 +459,10 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
         drop(xs);
 
         // Client links coming and going.
-        let mut fw = FIREWALL.lock();
         let mut datapath = DATAPATH.lock();
+        let rules_from = if static_config { RulesFrom::CommandLine(boot.cmdline()) } else { RulesFrom::QubesDb };
         while let Some(change) = netback.take_change() {
-            on_link_change(change, &mut netback, &mut fw, &mut datapath, boot.cmdline());
+            on_link_change(change, &mut netback, &mut fw, &mut datapath, rules_from);
         }
         sync_uplink_config(&mut fw, &host, &uplink);
 
@@ -516,13 +534,22 @@ fn with_rng<R>(f: impl FnOnce(&mut Entropy) -> R) -> R {
     }
 }
 
+/// Where clients' rules come from.
+#[derive(Clone, Copy)]
+enum RulesFrom<'a> {
+    /// `rules=` words of this command line.
+    CommandLine(&'a str),
+    /// QubesDB's `/qubes-firewall/<ip>/` (the store as synced so far).
+    QubesDb,
+}
+
 /// A client link came up or went down: tell the data path and the firewall.
 fn on_link_change(
     change: LinkChange,
     netback: &mut Netback,
     fw: &mut ApplianceFirewall,
     datapath: &mut Datapath,
-    cmdline: &str,
+    rules_from: RulesFrom<'_>,
 ) {
     match change {
         LinkChange::Up(vif) => {
@@ -531,34 +558,40 @@ fn on_link_change(
                 let _ = Xen.unmask(p);
             }
             let Some(id) = datapath.link_up(vif, &info) else { return };
+            let (domid, devid) = (info.domid, info.devid);
             let Some(ip) = info.ipv4 else {
-                log::warn!(
-                    "client vif{}.{}: no IPv4 address in its ip key; its traffic is dropped",
-                    info.domid,
-                    info.devid
-                );
+                log::warn!("client vif{}.{}: no IPv4 address in its ip key; its traffic is dropped", domid, devid);
                 return;
             };
             let cfg = ClientConfig { addr: ip, mac: EthernetAddress(info.mac) };
             if let Err(e) = fw.add_client(id, cfg) {
-                log::error!("client vif{}.{} ({}): refused by the firewall: {:?}", info.domid, info.devid, ip, e);
+                log::error!("client vif{}.{} ({}): refused by the firewall: {:?}", domid, devid, ip, e);
                 return;
             }
+            let cmdline = match rules_from {
+                RulesFrom::QubesDb => {
+                    let store = QUBESDB_STORE.lock();
+                    let rules = apply::client_rules(QUBES.lock().config(), &store, fw, id, ip);
+                    log::info!("client vif{}.{} ({}): up, {} (QubesDB)", domid, devid, ip, rules);
+                    return;
+                }
+                RulesFrom::CommandLine(c) => c,
+            };
             match RuleEntries::from_cmdline(cmdline, ip) {
                 Some(rules) => match fw.commit_rules(id, rules.entries()) {
-                    Ok(_) => log::info!("client vif{}.{} ({}): up, {} rules", info.domid, info.devid, ip, rules.len()),
+                    Ok(_) => log::info!("client vif{}.{} ({}): up, {} rules", domid, devid, ip, rules.len()),
                     Err(e) => log::error!(
                         "client vif{}.{} ({}): up; its rules do not parse ({:?}): all its traffic is dropped",
-                        info.domid,
-                        info.devid,
+                        domid,
+                        devid,
                         ip,
                         e
                     ),
                 },
                 None => log::info!(
                     "client vif{}.{} ({}): up, no rules (give rules=): only its gateway answers",
-                    info.domid,
-                    info.devid,
+                    domid,
+                    devid,
                     ip
                 ),
             }
@@ -644,14 +677,27 @@ fn dump_datapath(netback: &Netback, down: &Downlink) {
     dump!("{}", line.as_str());
 }
 
-/// QubesDB and qrexec: one pass, then their events (logged; the seed and the clock acted on).
-/// Returns whether work is left and when the link wants to run next.
-fn poll_qubes(xs: &mut Client, pool: &mut Pool, t: u64, domid: Option<u16>) -> (bool, Option<u64>) {
+/// QubesDB and qrexec: one pass, then their events (logged; the configuration put in force,
+/// the seed and the clock acted on). Returns whether work is left and when the link wants to
+/// run next.
+fn poll_qubes(
+    xs: &mut Client,
+    pool: &mut Pool,
+    to: &mut Targets<
+        '_,
+        { firewall::config::CONNTRACK_CAPACITY },
+        { firewall::config::CONNTRACK_INDEX_BUCKETS },
+        { xen_front::netback::MAX_VIFS },
+    >,
+    t: u64,
+    domid: Option<u16>,
+) -> (bool, Option<u64>) {
     let mut io = Io { xen: &Xen, xs, pool, now_ns: t };
     let mut store = QUBESDB_STORE.lock();
     let mut link = QUBES.lock();
     link.poll(&mut io, &mut store, domid);
     while let Some(ev) = link.next_event(&mut store) {
+        let applied = apply::apply(&ev, link.config(), &store, to, t);
         match &ev {
             QubesEvent::Reseed(seed) => {
                 if let Some(rng) = ENTROPY.get() {
@@ -666,6 +712,9 @@ fn poll_qubes(xs: &mut Client, pool: &mut Pool, t: u64, domid: Option<u16>) -> (
             _ => {}
         }
         log::info!("{}", ev);
+        if applied != Applied::Nothing {
+            log::info!("{}", applied);
+        }
         if let QubesEvent::WallClock(_) = ev {
             let offset = WALL_OFFSET_NS.load(Ordering::Relaxed);
             let wall = time::wall_clock_secs(&shared_info(), now(), offset);

@@ -58,7 +58,9 @@ pub struct Options {
     pub vchan_test: Option<TestSpec>,
     /// `vchan-bytes=N`: bytes each way of the vchan test (default 10 MiB).
     pub vchan_bytes: u64,
-    /// `qubesdb=1`: read the configuration from QubesDB (dom0 port 111).
+    /// `qubesdb=1`: read the configuration (addresses, DNS, clients' rules) from QubesDB (dom0
+    /// port 111), as on Qubes. The default unless `ip=` is given: a command line with `ip=`
+    /// configures the appliance itself (tests, Xen without Qubes).
     pub qubesdb: bool,
     /// `qrexec=0`: do not run the qrexec agent (on by default, as Qubes expects).
     pub qrexec: bool,
@@ -79,7 +81,7 @@ impl Default for Options {
             udp_timeout_s: None,
             vchan_test: None,
             vchan_bytes: DEFAULT_TEST_BYTES,
-            qubesdb: false,
+            qubesdb: true,
             qrexec: true,
         }
     }
@@ -98,6 +100,7 @@ impl Options {
     /// Parses `cmdline`, calling `ignored` for each word not used.
     pub fn parse<'a>(cmdline: &'a str, mut ignored: impl FnMut(Ignored<'a>)) -> Options {
         let mut o = Options::default();
+        let mut qubesdb = None;
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             let ok = match key {
@@ -123,7 +126,7 @@ impl Options {
                 "debug-echo" => parse_bool(value).map(|e| o.debug_echo = e),
                 "vchan-test" => TestSpec::parse(value).map(|t| o.vchan_test = Some(t)),
                 "vchan-bytes" => parse_u64(value).filter(|&n| n > 0).map(|n| o.vchan_bytes = n),
-                "qubesdb" => parse_bool(value).map(|b| o.qubesdb = b),
+                "qubesdb" => parse_bool(value).map(|b| qubesdb = Some(b)),
                 "qrexec" => parse_bool(value).map(|b| o.qrexec = b),
                 "client-gw" => value.parse().ok().map(|g| o.client_gateway = Some(g)),
                 "dns" => parse_dns(value).map(|d| o.dns = d),
@@ -139,6 +142,7 @@ impl Options {
                 ignored(Ignored::BadValue(word));
             }
         }
+        o.qubesdb = qubesdb.unwrap_or(o.uplink_ip.is_none());
         o
     }
 }
@@ -238,10 +242,20 @@ mod tests {
         assert_eq!(o.vchan_test.map(|t| t.count), Some(2));
         assert_eq!(o.vchan_bytes, 1 << 20);
         let d = Options::default();
-        assert!(!d.qubesdb && d.qrexec && d.vchan_test.is_none() && d.vchan_bytes == 10 << 20);
+        assert!(d.qubesdb && d.qrexec && d.vchan_test.is_none() && d.vchan_bytes == 10 << 20);
+        assert_eq!(Options::parse("", |_| panic!()), d, "on Qubes: everything from QubesDB");
         let mut bad = 0;
         let o = Options::parse("qubesdb=yes vchan-test=server:1 vchan-bytes=0 qrexec=2", |_| bad += 1);
         assert_eq!((o, bad), (Options::default(), 4));
+    }
+
+    #[test]
+    fn an_address_on_the_command_line_turns_qubesdb_off_unless_asked_for() {
+        assert!(!Options::parse("ip=10.0.0.2/24 gw=10.0.0.1", |_| panic!()).qubesdb);
+        assert!(Options::parse("ip=10.0.0.2/24 qubesdb=1", |_| panic!()).qubesdb);
+        assert!(!Options::parse("qubesdb=0", |_| panic!()).qubesdb);
+        assert!(Options::parse("gw=10.0.0.1 client-gw=10.137.0.1", |_| panic!()).qubesdb);
+        assert!(Options::parse("ip=garbage", |_| ()).qubesdb, "an address that does not parse is no address");
     }
 
     #[test]

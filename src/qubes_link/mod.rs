@@ -16,6 +16,7 @@
 //! again when no client's rules fail. Whoever enforces the rules commits them again into its
 //! own [`ClientRules`] with [`Config::commit_rules`] on [`QubesEvent::RulesCommitted`].
 
+pub mod apply;
 pub mod channel;
 pub mod clock;
 
