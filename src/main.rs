@@ -308,7 +308,7 @@ extern "C" fn kmain(start_info_paddr: u64) -> ! {
     if opts.qubesdb {
         log::info!("config: from QubesDB (a command line with ip= configures the appliance instead)");
         let cmdline = boot.cmdline();
-        for key in ["gw=", "client-gw=", "dns=", "rules="] {
+        for key in ["ip=", "gw=", "client-gw=", "dns=", "rules="] {
             if cmdline.split_ascii_whitespace().any(|w| w.starts_with(key)) {
                 log::warn!("config: {}... ignored: QubesDB gives the configuration", key);
             }

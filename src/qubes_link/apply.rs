@@ -13,7 +13,7 @@ use core::net::{IpAddr, Ipv4Addr};
 use firewall::conntrack::ClientId;
 use firewall::forward::{ConfigError, DownlinkConfig, Firewall};
 use firewall::rules::RuleSetError;
-use qubes::config::{Config, Downstream, RulesFailure, Uplink};
+use qubes::config::{Config, Downstream, Missing, RulesFailure, Uplink};
 use qubes::qubesdb::store::Store;
 
 use super::QubesEvent;
@@ -93,11 +93,25 @@ pub fn client_rules<const E: usize, const SB: usize, const N: usize, const B: us
 pub enum Applied {
     /// Nothing to do for this event.
     Nothing,
-    /// Our uplink address and gateway (`None`: incomplete, forwarding stops); the gateway is
-    /// looked for again.
-    Uplink(Option<UplinkAddress>),
+    /// Our uplink address and gateway; the gateway is looked for again.
+    Uplink(UplinkAddress),
     /// The gateway address clients use.
-    ClientsGateway(Option<Ipv4Addr>),
+    ClientsGateway(Ipv4Addr),
+    /// Keys QubesDB must still give (after the sync, or when one went away): without an uplink
+    /// address nothing is forwarded; without the clients' gateway address nothing answers as
+    /// the gateway.
+    Waiting(Missing),
+    /// After a full sync every connected client's rules were read again from the store (a
+    /// client dom0 no longer gives rules to is blocked; those with rules get their own
+    /// [`Applied::Client`] line from the commits that follow).
+    Resynced {
+        /// Clients whose rules are in force.
+        in_force: usize,
+        /// Clients blocked (no rules, lost or unparsable rules).
+        blocked: usize,
+        /// Required keys still missing.
+        missing: Missing,
+    },
     /// A connected client's rules.
     Client {
         /// Its address.
@@ -111,17 +125,35 @@ impl fmt::Display for Applied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Nothing => Ok(()),
-            Self::Uplink(Some(a)) => write!(
+            Self::Uplink(a) => write!(
                 f,
                 "uplink: address {}/{} gateway {} from QubesDB; looking for the gateway",
                 a.ip, a.prefix_len, a.gateway
             ),
-            Self::Uplink(None) => f.write_str("uplink: no address from QubesDB; nothing is forwarded"),
-            Self::ClientsGateway(Some(g)) => write!(f, "clients: gateway address {g} from QubesDB"),
-            Self::ClientsGateway(None) => f.write_str("clients: no gateway address from QubesDB"),
+            Self::ClientsGateway(g) => write!(f, "clients: gateway address {g} from QubesDB"),
+            Self::Waiting(m) => waiting(f, m),
+            Self::Resynced { in_force, blocked, missing } => {
+                write!(
+                    f,
+                    "firewall: QubesDB synced: connected clients' rules read again, {in_force} in force, {blocked} blocked"
+                )?;
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                f.write_str("; ")?;
+                waiting(f, missing)
+            }
             Self::Client { ip, rules } => write!(f, "firewall: client {ip}: {rules}"),
         }
     }
+}
+
+fn waiting(f: &mut fmt::Formatter<'_>, m: &Missing) -> fmt::Result {
+    f.write_str("config: waiting for QubesDB")?;
+    for key in m.keys() {
+        write!(f, " {key}")?;
+    }
+    if m.ip || m.gateway { f.write_str(" (nothing is forwarded meanwhile)") } else { Ok(()) }
 }
 
 /// The uplink address QubesDB describes (prefix length from the netmask's leading ones).
@@ -143,7 +175,11 @@ pub fn apply<const E: usize, const SB: usize, const N: usize, const B: usize, co
         QubesEvent::Uplink(u) => {
             let addr = u.as_ref().map(uplink_address);
             to.fw.set_dns_servers(u.and_then(|u| u.primary_dns), u.and_then(|u| u.secondary_dns));
-            if to.host.set_address(addr, now_ns) { Applied::Uplink(addr) } else { Applied::Nothing }
+            match (to.host.set_address(addr, now_ns), addr) {
+                (false, _) => Applied::Nothing,
+                (true, Some(a)) => Applied::Uplink(a),
+                (true, None) => Applied::Waiting(config.missing(store)),
+            }
         }
         QubesEvent::Downstream(d) => {
             let gateway = d.as_ref().map(|d: &Downstream| d.gateway);
@@ -152,7 +188,7 @@ pub fn apply<const E: usize, const SB: usize, const N: usize, const B: usize, co
             }
             to.down.set_gateway(gateway);
             to.fw.set_downlink(gateway.map(DownlinkConfig::qubes));
-            Applied::ClientsGateway(gateway)
+            gateway.map_or_else(|| Applied::Waiting(config.missing(store)), Applied::ClientsGateway)
         }
         QubesEvent::RulesCommitted { client, .. }
         | QubesEvent::RulesFailed { client, .. }
@@ -162,6 +198,18 @@ pub fn apply<const E: usize, const SB: usize, const N: usize, const B: usize, co
             let IpAddr::V4(ip) = *client else { return Applied::Nothing };
             let Some(id) = to.fw.client_by_addr(ip) else { return Applied::Nothing };
             Applied::Client { ip, rules: client_rules(config, store, to.fw, id, ip) }
+        }
+        QubesEvent::DbSynced { .. } => {
+            let (mut in_force, mut blocked) = (0, 0);
+            for id in (0..C).filter_map(|i| ClientId::new(i as u16)) {
+                let Some(ip) = to.fw.client(id).map(|c| c.addr) else { continue };
+                match client_rules(config, store, to.fw, id, ip) {
+                    ClientRules::InForce { .. } => in_force += 1,
+                    ClientRules::Invalid(_) | ClientRules::Blocked(_) => blocked += 1,
+                    ClientRules::Kept(_) => {}
+                }
+            }
+            Applied::Resynced { in_force, blocked, missing: config.missing(store) }
         }
         _ => Applied::Nothing,
     }

@@ -97,18 +97,21 @@ fn uplink_addresses_and_dns_are_put_in_force_once() {
         secondary_dns: None,
     };
     let want = UplinkAddress { ip: u.ip, prefix_len: 24, gateway: u.gateway };
-    assert_eq!(a.apply(QubesEvent::Uplink(Some(u)), &db), Applied::Uplink(Some(want)));
+    assert_eq!(a.apply(QubesEvent::Uplink(Some(u)), &db), Applied::Uplink(want));
     assert_eq!(a.host.address(), Some(want));
     assert_eq!(a.apply(QubesEvent::Uplink(Some(u)), &db), Applied::Nothing, "the same again: nothing to redo");
     let moved = Uplink { gateway: Ipv4Addr::new(10, 137, 0, 2), ..u };
-    assert!(
-        matches!(a.apply(QubesEvent::Uplink(Some(moved)), &db), Applied::Uplink(Some(x)) if x.gateway == moved.gateway)
-    );
+    assert!(matches!(a.apply(QubesEvent::Uplink(Some(moved)), &db), Applied::Uplink(x) if x.gateway == moved.gateway));
     assert_eq!(a.host.next_deadline(), Some(1_000), "the new gateway is looked for at once");
-    assert_eq!(a.apply(QubesEvent::Uplink(None), &db), Applied::Uplink(None));
+    let waiting = a.apply(QubesEvent::Uplink(None), &db);
+    assert_eq!(waiting, Applied::Waiting(Missing { ip: true, gateway: true, netvm_gateway: true, sync: false }));
+    assert_eq!(
+        waiting.to_string(),
+        "config: waiting for QubesDB /qubes-ip /qubes-gateway /qubes-netvm-gateway (nothing is forwarded meanwhile)"
+    );
     assert_eq!(a.host.address(), None);
     assert_eq!(
-        Applied::Uplink(Some(want)).to_string(),
+        Applied::Uplink(want).to_string(),
         "uplink: address 10.137.0.6/24 gateway 10.137.0.1 from QubesDB; looking for the gateway"
     );
 }
@@ -139,11 +142,11 @@ fn the_clients_gateway_goes_to_the_links_and_the_engine() {
         secondary_dns: None,
         gateway6: None,
     };
-    assert_eq!(a.apply(QubesEvent::Downstream(Some(d)), &db), Applied::ClientsGateway(Some(d.gateway)));
+    assert_eq!(a.apply(QubesEvent::Downstream(Some(d)), &db), Applied::ClientsGateway(d.gateway));
     assert_eq!(a.down.gateway(), Some(d.gateway));
     assert_eq!(a.fw.downlink().gateway, d.gateway);
     assert_eq!(a.apply(QubesEvent::Downstream(Some(d)), &db), Applied::Nothing);
-    assert_eq!(a.apply(QubesEvent::Downstream(None), &db), Applied::ClientsGateway(None));
+    assert!(matches!(a.apply(QubesEvent::Downstream(None), &db), Applied::Waiting(m) if m.netvm_gateway));
     assert_eq!(a.down.gateway(), None);
     assert_eq!(a.fw.downlink(), Fw::DEFAULT_DOWNLINK, "no gateway answered any more");
 }
@@ -251,4 +254,38 @@ fn garbage_rule_entries_never_open_the_client() {
         assert!(matches!(got, Applied::Client { rules: ClientRules::Invalid(_), .. }), "{text:?}: {got:?}");
         assert_eq!(a.rule_count(id), None);
     }
+}
+
+#[test]
+fn a_new_sync_blocks_connected_clients_dom0_no_longer_gives_rules() {
+    let mut db = Db::synced(&RULES);
+    let mut a = Appliance::new();
+    let id = a.connect(1, CLIENT);
+    let other = a.connect(2, OTHER);
+    a.apply(committed(CLIENT), &db);
+    assert_eq!(a.rule_count(id), Some(2));
+    // dom0's daemon restarted with no rules for either client.
+    db.cfg.on_db_event(&*db.store, &DbEvent::SyncStarted);
+    db.store.remove_prefix("/");
+    db.write("/qubes-ip", "10.0.0.7");
+    db.cfg.on_db_event(&*db.store, &DbEvent::Synced);
+    let got = a.apply(QubesEvent::DbSynced { keys: 1 }, &db);
+    let only_ip = Missing { ip: false, gateway: true, netvm_gateway: true, sync: false };
+    assert_eq!(got, Applied::Resynced { in_force: 0, blocked: 2, missing: only_ip });
+    assert_eq!((a.rule_count(id), a.rule_count(other)), (None, None));
+    // And with rules for one of them, that one is put in force.
+    db.cfg.on_db_event(&*db.store, &DbEvent::SyncStarted);
+    for (k, v) in RULES {
+        db.write(k, v);
+    }
+    db.cfg.on_db_event(&*db.store, &DbEvent::Synced);
+    assert_eq!(
+        a.apply(QubesEvent::DbSynced { keys: 5 }, &db),
+        Applied::Resynced { in_force: 1, blocked: 1, missing: only_ip }
+    );
+    assert_eq!(a.rule_count(id), Some(2));
+    assert_eq!(
+        Applied::Resynced { in_force: 1, blocked: 1, missing: Missing::default() }.to_string(),
+        "firewall: QubesDB synced: connected clients' rules read again, 1 in force, 1 blocked"
+    );
 }

@@ -10,6 +10,8 @@
  *   rm /path            push QDB_CMD_RM (a trailing '/' removes a subtree), wait for RESP_OK
  *   sleep MS            pause (still answering the VM)
  *   expect /path        wait until the VM writes /path (e.g. /qubes-iptables-error)
+ *   waitfile FILE       wait (still answering the VM) until FILE exists in dom0, so a
+ *                       scenario can run steps between the script's
  * Every message from the VM is logged to LOG ("<type> <path> <value>"); its WRITEs are
  * stored and answered with QDB_RESP_OK. After the script it keeps serving for LINGER_SECONDS
  * (default 5). Exit 0 if the script ran to the end. */
@@ -157,6 +159,12 @@ int main(int argc, char **argv)
             push(CMD_RM, arg, NULL);
         } else if (!strcmp(line, "sleep") && arg) {
             serve_for(atof(arg) / 1000.0);
+        } else if (!strcmp(line, "waitfile") && arg) {
+            while (access(arg, F_OK) != 0) {
+                if (!libxenvchan_is_open(ch))
+                    die("VM closed the vchan");
+                serve_for(0.1);
+            }
         } else if (!strcmp(line, "expect") && arg) {
             if (strlen(arg) >= sizeof expected)
                 die("SCRIPT: path too long");

@@ -6,8 +6,14 @@
  *   udp-probe probe HOST PORT SRCPORT   sends one datagram from SRCPORT on a connected socket
  *                                       and waits 3 s: prints and exits "reply" 0,
  *                                       "refused" 2 (an ICMP port unreachable came back),
- *                                       "timeout" 3, other errors 1
- *   udp-probe send HOST PORT SRCPORT    sends one datagram from SRCPORT, exits 0 */
+ *                                       "unreachable" 4 (an ICMP host/admin prohibited or
+ *                                       unreachable came back), "timeout" 3, other errors 1
+ *   udp-probe send HOST PORT SRCPORT    sends one datagram from SRCPORT, exits 0
+ *   udp-probe stream HOST PORT SRCPORT SECONDS
+ *                                       one flow: a datagram from SRCPORT every 100 ms for
+ *                                       SECONDS; prints "reply" for each answer and "refused" /
+ *                                       "unreachable" for each ICMP error the socket reports
+ *                                       (and keeps sending) */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -75,14 +81,61 @@ static int probe(const char *host, int port, int srcport, int wait) {
     char buf[2048];
     if (recv(s, buf, sizeof buf, 0) >= 0) { puts("reply"); return 0; }
     if (errno == ECONNREFUSED) { puts("refused"); return 2; }
+    if (errno == EHOSTUNREACH || errno == ENETUNREACH) { puts("unreachable"); return 4; }
     perror("recv");
     return 1;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Prints what the socket's last error was, if any; returns whether there was one. */
+static int report_error(int s) {
+    int err = 0;
+    socklen_t l = sizeof err;
+    getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &l);
+    if (!err) return 0;
+    if (err == ECONNREFUSED) puts("refused");
+    else if (err == EHOSTUNREACH || err == ENETUNREACH) puts("unreachable");
+    else printf("error %s\n", strerror(err));
+    return 1;
+}
+
+static int stream(const char *host, int port, int srcport, int seconds) {
+    int s = bound_socket(srcport);
+    struct sockaddr_in to = address(host, port);
+    if (connect(s, (struct sockaddr *)&to, sizeof to) < 0) { perror("connect"); return 1; }
+    double end = now_s() + seconds, next = 0;
+    unsigned seq = 0;
+    char buf[2048];
+    while (now_s() < end) {
+        if (now_s() >= next) {
+            next = now_s() + 0.1;
+            int n = snprintf(buf, sizeof buf, "udp-probe stream %u", seq++);
+            if (send(s, buf, (size_t)n, 0) < 0) report_error(s);
+        }
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        int w = (int)((next - now_s()) * 1000) + 1;
+        if (poll(&p, 1, w > 0 ? w : 1) <= 0) continue;
+        if (recv(s, buf, sizeof buf, 0) >= 0) puts("reply");
+        else if (errno == ECONNREFUSED) puts("refused");
+        else if (errno == EHOSTUNREACH || errno == ENETUNREACH) puts("unreachable");
+        else printf("error %s\n", strerror(errno));
+        fflush(stdout);
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "server")) return server(atoi(argv[2]), atoi(argv[3]));
     if (argc == 5 && !strcmp(argv[1], "probe")) return probe(argv[2], atoi(argv[3]), atoi(argv[4]), 1);
     if (argc == 5 && !strcmp(argv[1], "send")) return probe(argv[2], atoi(argv[3]), atoi(argv[4]), 0);
-    fprintf(stderr, "usage: udp-probe server PORT SECONDS | probe HOST PORT SRCPORT | send HOST PORT SRCPORT\n");
+    if (argc == 6 && !strcmp(argv[1], "stream"))
+        return stream(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+    fprintf(stderr, "usage: udp-probe server PORT SECONDS | probe HOST PORT SRCPORT | send HOST PORT SRCPORT"
+                    " | stream HOST PORT SRCPORT SECONDS\n");
     return 1;
 }
