@@ -2,14 +2,14 @@
 # parse: all its traffic is dropped. dom0 then fixes it (tcp 8088 accepted): the download works.
 SERVER=10.0.0.1
 for w in $(cat /proc/cmdline); do case $w in pc_sha=*) SHA=${w#pc_sha=} ;; esac; done
-wget -q -T 5 -O /tmp/blob "http://$SERVER:8088/blob" > /tmp/w1 2>&1
+timeout 10 wget -q -O /tmp/blob "http://$SERVER:8088/blob" > /tmp/w1 2>&1
 got=$?
 cat /tmp/w1
 check "blocked while its rules do not parse" [ "$got" != 0 ]
 echo "QDB-PHASE1"
 opened=0
 for i in $(seq 1 90); do
-    if wget -q -T 3 -O /tmp/blob "http://$SERVER:8088/blob" 2>/dev/null; then opened=1; break; fi
+    if timeout 10 wget -q -O /tmp/blob "http://$SERVER:8088/blob" 2>/dev/null; then opened=1; break; fi
     sleep 1
 done
 check "allowed once dom0 fixed its rules" [ "$opened" = 1 ]
