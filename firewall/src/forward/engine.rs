@@ -430,7 +430,8 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
         rng: &mut impl FnMut() -> u32,
     ) -> Decision {
         let len = rx.len.min(buf.len());
-        let Some(hdr) = buf.get(..ETH) else { return Decision::Drop(DropCause::Malformed) };
+        // The frame's length, not the slot's: a runt in a whole slot is malformed too.
+        let Some(hdr) = buf[..len].get(..ETH) else { return Decision::Drop(DropCause::Malformed) };
         match EtherType::from(u16::from_be_bytes([hdr[12], hdr[13]])) {
             EtherType::Ipv4 => {}
             EtherType::Ipv6 => return Decision::Drop(DropCause::Ipv6),

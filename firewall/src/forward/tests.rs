@@ -281,6 +281,9 @@ fn drop_table() {
         ("bad header checksum", cl(&bad_sum).0, cl(&bad_sum).1, DropCause::Malformed),
         ("truncated", Ingress::Client(c(1)), (from_client(&ack_no_flow).0, 30), DropCause::Malformed),
         ("runt", Ingress::Client(c(1)), (vec![0; 10], 10), DropCause::Malformed),
+        // Found by fuzzing: a frame shorter than an Ethernet header in a whole 4 KiB slot.
+        ("runt in a slot", Ingress::Client(c(1)), (from_client(&ack_no_flow).0, 13), DropCause::Malformed),
+        ("empty frame in a slot", Ingress::Uplink, (from_uplink(&in_syn).0, 0), DropCause::Malformed),
         ("ipv6", Ingress::Client(c(1)), frame(FE, C1_MAC, EtherType::Ipv6, &[0x60; 40]), DropCause::Ipv6),
         ("arp", Ingress::Client(c(1)), frame(FE, C1_MAC, EtherType::Arp, &[0; 28]), DropCause::NotIpv4),
         (
