@@ -95,6 +95,6 @@ CFG
 client_result() {
     local name=$1 t=$2
     wait_console "$name" 'CLIENT-DONE' "$t" || { tail -20 "$CONSOLE_DIR/guest-$name.log"; return 1; }
-    grep -E 'CLIENT-(UP|CHECK)|packet loss|received [0-9]+ intact|reply from|nc:|wget:|^ 1 |refused|timeout|Segmentation' "$CONSOLE_DIR/guest-$name.log" | sed "s/^/  $name: /"
+    grep -E 'CLIENT-(UP|CHECK)|packet loss|echo replies received|received [0-9]+ intact|reply from|nc:|wget:|^ 1 |refused|timeout|Segmentation' "$CONSOLE_DIR/guest-$name.log" | sed "s/^/  $name: /"
     grep -q 'CLIENT-DONE rc=0' "$CONSOLE_DIR/guest-$name.log"
 }
