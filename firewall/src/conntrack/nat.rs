@@ -63,6 +63,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
 
 /// Rewrite the source of a client's packet (parsed as `p`) to `addr`/`port` (ICMP echo: the
 /// identifier).
+#[inline(always)]
 pub(crate) fn snat(packet: &mut [u8], p: &Parsed, addr: Ipv4Addr, port: u16, csum_blank: bool) -> netstack::Result<()> {
     if rewrite_tcp_udp(packet, p, End::Source, addr, port, csum_blank) {
         return Ok(());
@@ -73,6 +74,7 @@ pub(crate) fn snat(packet: &mut [u8], p: &Parsed, addr: Ipv4Addr, port: u16, csu
 
 /// Rewrite the destination of a reply (parsed as `p`) to the client's `addr`/`port` (ICMP
 /// echo reply: the identifier).
+#[inline(always)]
 pub(crate) fn unsnat(
     packet: &mut [u8],
     p: &Parsed,
@@ -100,7 +102,7 @@ enum End {
 /// UDP keeps a zero "no checksum" and sends a computed 0 as `0xffff`), without parsing again.
 /// Returns `false`, having written nothing, for anything else (ICMP, or a packet too short
 /// for what `p` claims): the caller then uses [`rewrite_ipv4`].
-#[inline]
+#[inline(always)]
 fn rewrite_tcp_udp(packet: &mut [u8], p: &Parsed, end: End, addr: Ipv4Addr, port: u16, csum_blank: bool) -> bool {
     let (udp, csum_at) = match p.l4 {
         L4::Tcp { .. } => (false, 16),
@@ -129,7 +131,7 @@ fn rewrite_udp_short(packet: &mut [u8], p: &Parsed, end: End, addr: Ipv4Addr, po
 
 /// The rewrite itself, on the fixed IPv4 header and at least `csum_at + 2` bytes of L4 header.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 fn rewrite_views(
     ip: &mut [u8; 20],
     l4: &mut [u8],
@@ -177,10 +179,13 @@ const fn change(old: u16, new: u16) -> u64 {
     (!old) as u64 + new as u64
 }
 
-/// End-around-carry fold of a sum of 16-bit terms into a one's-complement sum.
-const fn fold(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
+/// End-around-carry fold of a sum of 16-bit terms into a one's-complement sum, for sums
+/// below 2^32 (here: a handful of terms below 2^17 each). Two folds, no loop: the first leaves
+/// at most `0xffff + 0xffff`, the second at most `0xffff` (a carry out of the first fold means
+/// its low half is at most `0xfffe`).
+#[inline(always)]
+const fn fold(acc: u64) -> u16 {
+    debug_assert!(acc < 1 << 32);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    ((acc & 0xffff) + (acc >> 16)) as u16
 }

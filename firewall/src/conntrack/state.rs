@@ -47,7 +47,7 @@ impl TcpState {
     /// The state after a packet with TCP `f`lags going `dir`. A SYN from the client in
     /// `TimeWait` or `Close` reopens the flow (port reuse), as Linux allows.
     #[must_use]
-    #[inline]
+    #[inline(always)]
     pub const fn next(self, dir: Dir, f: u16) -> TcpState {
         let syn = f & flags::SYN != 0;
         let ack = f & flags::ACK != 0;
@@ -143,7 +143,7 @@ pub enum FlowState {
 impl FlowState {
     /// The state after a packet going `dir` (`tcp_flags` is ignored for UDP and ICMP).
     #[must_use]
-    #[inline]
+    #[inline(always)]
     pub const fn next(self, dir: Dir, tcp_flags: u16) -> FlowState {
         let reply = matches!(dir, Dir::Reply);
         match self {
@@ -158,7 +158,7 @@ impl FlowState {
     /// connection that is over (`TimeWait`, `Close`). Evictable flows are cheap to lose: the
     /// client retransmits or has already finished.
     #[must_use]
-    #[inline]
+    #[inline(always)]
     pub const fn evictable(self) -> bool {
         match self {
             FlowState::Tcp(s) => {

@@ -451,6 +451,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
 
     // ----- evictable lists -----
 
+    #[inline(never)]
     fn link(&mut self, idx: u32) {
         let c = usize::from(self.entries[idx as usize].client);
         let (gt, ct) = (self.tail, self.clients[c].tail);
@@ -472,6 +473,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         self.clients[c].tail = Link::to(idx);
     }
 
+    #[inline(never)]
     fn unlink(&mut self, idx: u32) {
         let e = &self.entries[idx as usize];
         if !e.evictable {
@@ -505,7 +507,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     }
 
     /// Set a flow's state and deadline, moving it on or off the evictable lists.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set_state(&mut self, idx: u32, state: FlowState, now: u64) {
         let was = self.entries[idx as usize].evictable;
         let is = state.evictable();
@@ -636,7 +638,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
 
     /// [`Conntrack::find`] through the flow cache; `tag` receives `t`'s tag if it was computed
     /// (always when the result is `None`).
-    #[inline]
+    #[inline(always)]
     fn find_cached(&mut self, t: &Tuple, dir: Dir, tag: &mut Option<u32>) -> Option<u32> {
         let slot = Self::cache_slot(t, dir);
         let v = self.cache[slot];
@@ -647,6 +649,13 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
                 return Some(idx);
             }
         }
+        self.find_uncached(t, dir, slot, tag)
+    }
+
+    /// A flow cache miss: the keyed index, and the cache slot `slot` filled on a hit. Out of
+    /// line: the cached path is the per-packet one.
+    #[inline(never)]
+    fn find_uncached(&mut self, t: &Tuple, dir: Dir, slot: usize, tag: &mut Option<u32>) -> Option<u32> {
         let h = self.hash(t);
         *tag = Some(h);
         let idx = self.find_tagged(t, h, dir)?;
@@ -660,15 +669,22 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     }
 
     /// [`Conntrack::lookup`]; `tag` receives `t`'s tag if it was computed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup_tagged(&mut self, t: &Tuple, dir: Dir, now: u64, tag: &mut Option<u32>) -> Option<u32> {
         let idx = self.find_cached(t, dir, tag)?;
         if self.entries[idx as usize].expires <= now {
-            self.stats.expired += 1;
-            self.remove(idx);
+            self.remove_expired(idx);
             return None;
         }
         Some(idx)
+    }
+
+    /// Remove a flow whose deadline passed (found by a lookup).
+    #[cold]
+    #[inline(never)]
+    fn remove_expired(&mut self, idx: u32) {
+        self.stats.expired += 1;
+        self.remove(idx);
     }
 
     // ----- bulk operations -----

@@ -50,7 +50,7 @@ impl Timeouts {
 
     /// The idle timeout of a flow in `state`.
     #[must_use]
-    #[inline]
+    #[inline(always)]
     pub const fn of(&self, state: FlowState) -> u64 {
         match state {
             FlowState::Tcp(s) => match s {

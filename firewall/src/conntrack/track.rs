@@ -83,6 +83,7 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
     /// [`Conntrack::outbound`] for a packet the caller parsed already (the forwarding engine
     /// has checked the IPv4 header, so the packet is parsed once).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub(crate) fn outbound_parsed(
         &mut self,
         client: ClientId,
@@ -117,6 +118,26 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
                 Err(_) => Outbound::Invalid(Invalid::Untrackable(Untrackable::Malformed)),
             };
         }
+        self.outbound_new(client, packet, p, orig_tag, csum_blank, now, rng, decide)
+    }
+
+    /// The rest of [`Conntrack::outbound_parsed`] for a packet of no known flow (`orig_tag`:
+    /// its tuple's index tag, if the lookup computed it): open a flow if it can and the rules
+    /// accept it. Kept out of line, so that the established-flow path stays small.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn outbound_new(
+        &mut self,
+        client: ClientId,
+        packet: &mut [u8],
+        p: &Parsed,
+        orig_tag: Option<u32>,
+        csum_blank: bool,
+        now: u64,
+        rng: &mut impl FnMut() -> u32,
+        decide: impl FnOnce(&Flow) -> Verdict,
+    ) -> Outbound {
+        let (t, l4) = (&p.tuple, p.l4);
         let state = match l4 {
             L4::Tcp { flags: f } if f & (flags::SYN | flags::ACK | flags::RST | flags::FIN) == flags::SYN => {
                 FlowState::Tcp(TcpState::SynSent)

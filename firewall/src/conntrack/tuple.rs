@@ -99,7 +99,7 @@ impl Parsed {
     /// The L4 part of an IPv4 packet whose header the caller has checked already (lengths,
     /// version; `ip` ends at the datagram's total length): `header_len` is its header length
     /// and `fragment` whether it is a fragment.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn from_checked_header(
         src: Ipv4Addr,
         dst: Ipv4Addr,
@@ -132,6 +132,7 @@ pub(crate) fn parse_packet(packet: &[u8]) -> Result<Parsed, Untrackable> {
 
 /// Parse the L4 part. `quoted`: the payload is the (usually 8-byte) start of a datagram
 /// quoted in an ICMP error, so only the first 8 bytes are required.
+#[inline(always)]
 pub(crate) fn parse_l4(
     src: Ipv4Addr,
     dst: Ipv4Addr,

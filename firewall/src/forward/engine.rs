@@ -521,14 +521,14 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
             return Decision::Drop(DropCause::CannotFragment);
         }
         let blank = csum == ChecksumState::PartialPseudoHeader;
-        let s = &self.clients[ci];
-        let hosts = ClientHosts { resolver: &self.resolver, map: &s.hosts };
-        let ctx = MatchContext { dns_servers: &self.dns[..self.dns_len], hosts: &hosts };
-        let rules = &s.rules;
         let parsed = meta.conntrack_view(&buf[ETH..end]);
-        let out = self
-            .conntrack
-            .outbound_parsed(id, &mut buf[ETH..end], &parsed, blank, now, rng, |f| rules.evaluate(f, &ctx));
+        let (s, resolver, dns) = (&self.clients[ci], &self.resolver, &self.dns[..self.dns_len]);
+        // The rules' context is built only for a new flow (the closure), not per packet.
+        let decide = |f: &_| {
+            let hosts = ClientHosts { resolver, map: &s.hosts };
+            s.rules.evaluate(f, &MatchContext { dns_servers: dns, hosts: &hosts })
+        };
+        let out = self.conntrack.outbound_parsed(id, &mut buf[ETH..end], &parsed, blank, now, rng, decide);
         match out {
             Outbound::Forward { .. } => {
                 decrement_ttl(&mut buf[ETH..end]);
@@ -551,12 +551,19 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
 
     /// A frame ready for `to` (Ethernet header set): forward it, or hand it back for
     /// fragmenting if it is larger than `mtu` (the callers checked it may be fragmented).
-    #[inline]
+    #[inline(always)]
     fn emit(&mut self, to: Egress, buf: &mut [u8], end: usize, csum: ChecksumState, mtu: u16) -> Decision {
-        let ip_len = end - ETH;
-        if ip_len <= usize::from(mtu) {
+        if end - ETH <= usize::from(mtu) {
             return Decision::Forward { to, len: end, csum };
         }
+        Self::emit_oversize(to, buf, end, csum, mtu)
+    }
+
+    /// [`Firewall::emit`] for a datagram larger than `mtu`: fragmenting is the exception.
+    #[cold]
+    #[inline(never)]
+    fn emit_oversize(to: Egress, buf: &mut [u8], end: usize, csum: ChecksumState, mtu: u16) -> Decision {
+        let ip_len = end - ETH;
         if csum == ChecksumState::PartialPseudoHeader {
             fragment::complete_checksum(&mut buf[ETH..end]);
         }
@@ -732,7 +739,7 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
 /// Decrement the TTL of the IPv4 header at the start of `ip` (checked; the callers dropped
 /// TTL ≤ 1, which is left alone), with the header checksum updated (RFC 1624): netstack's
 /// `Packet::decrement_ttl`, small enough to inline into the per-packet path.
-#[inline]
+#[inline(always)]
 fn decrement_ttl(ip: &mut [u8]) {
     const TTL: usize = 8;
     const CHECKSUM: usize = 10;
@@ -746,6 +753,7 @@ fn decrement_ttl(ip: &mut [u8]) {
     ip[CHECKSUM..CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
 }
 
+#[inline(always)]
 fn set_macs(buf: &mut [u8], src: EthernetAddress, dst: EthernetAddress) {
     buf[0..6].copy_from_slice(dst.as_bytes());
     buf[6..12].copy_from_slice(src.as_bytes());

@@ -353,7 +353,7 @@ impl Counters {
         self.drops.iter().sum()
     }
 
-    #[inline]
+    #[inline(always)]
     fn count(&mut self, d: &Decision) {
         match d {
             Decision::Forward { to: Egress::Uplink, .. } => self.forwarded_to_uplink += 1,
