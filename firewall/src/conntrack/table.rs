@@ -629,8 +629,10 @@ impl<const N: usize, const B: usize> Conntrack<N, B> {
         idx
     }
 
+    /// The flow cache slot of `t` in direction `dir` (unkeyed: a hit is verified against the
+    /// entry).
     #[inline]
-    fn cache_slot(t: &Tuple, dir: Dir) -> usize {
+    pub(super) fn cache_slot(t: &Tuple, dir: Dir) -> usize {
         let ports = (u32::from(t.src_port) << 16) | u32::from(t.dst_port);
         let x = t.src.to_bits() ^ t.dst.to_bits().rotate_left(16) ^ ports ^ u32::from(t.proto) ^ dir_bit(dir) as u32;
         (x.wrapping_mul(0x9e37_79b1) >> 16) as usize & (FLOW_CACHE - 1)

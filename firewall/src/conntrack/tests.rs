@@ -783,3 +783,133 @@ proptest! {
         prop_assert_eq!(table.hash(&t), h.finish() as u32);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// flow cache: a cached lookup never yields a removed, stale or different flow
+
+/// A TCP flow of client 0 from `sp`, opened and used twice each way (so that both of its
+/// tuples are in the flow cache); returns the client's ACK and the remote's ACK.
+fn cached_tcp_flow(t: &mut Small, sp: u16) -> (Vec<u8>, Vec<u8>) {
+    let mut syn = tcp_pkt(CLIENT, sp, REMOTE, 443, SYN, b"");
+    assert_eq!(out(t, 0, &mut syn, 0), Outbound::Forward { new: true });
+    let ack = tcp_pkt(CLIENT, sp, REMOTE, 443, ACK, b"data");
+    let mut sent = ack.clone();
+    for _ in 0..2 {
+        sent = ack.clone();
+        assert_eq!(out(t, 0, &mut sent, SEC), Outbound::Forward { new: false });
+        let mut r = reply_to(&sent, ACK);
+        assert_eq!(t.inbound(&mut r, false, SEC), Inbound::Forward { client: c(0) });
+    }
+    (ack, reply_to(&sent, ACK))
+}
+
+/// After the flow is gone, neither of its cached tuples finds anything.
+fn assert_forgotten(t: &mut Small, (ack, reply): &(Vec<u8>, Vec<u8>), now: u64) {
+    assert_eq!(out(t, 0, &mut ack.clone(), now), Outbound::Invalid(Invalid::NotNew));
+    assert_eq!(t.inbound(&mut reply.clone(), false, now), Inbound::NotTracked);
+}
+
+#[test]
+fn flow_cache_forgets_flows_removed_by_expiry() {
+    // Expired when looked up (the cache hit is checked against the deadline).
+    let mut t = table::<64, 256>();
+    let f = cached_tcp_flow(&mut t, 40000);
+    assert_forgotten(&mut t, &f, 200 * SEC);
+    assert!(t.is_empty());
+    // Removed by the sweep before the lookup.
+    let f = cached_tcp_flow(&mut t, 40000);
+    assert_eq!(t.expire(400 * SEC, 64), 1);
+    assert_forgotten(&mut t, &f, 400 * SEC);
+}
+
+#[test]
+fn flow_cache_forgets_flows_removed_by_rules_flush_rekey_and_nat_address() {
+    type Removal = (&'static str, fn(&mut Small));
+    let removals: [Removal; 6] = [
+        ("rule update", |t| assert_eq!(t.retain_flows(c(0), |_| false), 1)),
+        ("client flush", |t| assert_eq!(t.flush_client(c(0)), 1)),
+        ("rekey", |t| t.rekey(*b"fedcba9876543210")),
+        ("same key again", |t| t.rekey(*b"0123456789abcdef")),
+        ("clear", |t| t.clear()),
+        ("new NAT address", |t| t.set_nat_address(Some(Ipv4Addr::new(192, 168, 1, 201)))),
+    ];
+    for (what, remove) in removals {
+        let mut t = table::<64, 256>();
+        let f = cached_tcp_flow(&mut t, 40000);
+        remove(&mut t);
+        assert!(t.is_empty(), "{what}");
+        assert_forgotten(&mut t, &f, 2 * SEC);
+    }
+    // Setting the same NAT address keeps the flows: the cache still finds them.
+    let mut t = table::<64, 256>();
+    let (ack, _) = cached_tcp_flow(&mut t, 40000);
+    t.set_nat_address(Some(UPLINK));
+    assert_eq!(out(&mut t, 0, &mut ack.clone(), 2 * SEC), Outbound::Forward { new: false });
+}
+
+#[test]
+fn flow_cache_ignores_an_entry_reused_by_another_flow() {
+    let mut t = table::<64, 256>();
+    let old = cached_tcp_flow(&mut t, 40000);
+    assert_eq!(t.flush_client(c(0)), 1);
+    // The freed entry (the free list's head) now holds another flow: the cache slots of the
+    // old tuples still name it, and must not match.
+    let (ack, reply) = cached_tcp_flow(&mut t, 40001);
+    assert_eq!(t.len(), 1);
+    assert_forgotten(&mut t, &old, 2 * SEC);
+    let mut p = ack.clone();
+    assert_eq!(out(&mut t, 0, &mut p, 2 * SEC), Outbound::Forward { new: false });
+    assert_eq!(src_of(&p), (UPLINK, 40001));
+    let mut r = reply.clone();
+    assert_eq!(t.inbound(&mut r, false, 2 * SEC), Inbound::Forward { client: c(0) });
+    assert_eq!(dst_of(&r), (CLIENT, 40001));
+}
+
+/// Two client ports whose flows to `REMOTE:53` (UDP) share a flow cache slot in direction
+/// `dir` (their original tuples, or their reply tuples with the client's port kept).
+fn colliding_ports(dir: Dir) -> (u16, u16) {
+    let tuple = |sp: u16| match dir {
+        Dir::Original => Tuple { proto: 17, src: CLIENT, src_port: sp, dst: REMOTE, dst_port: 53 },
+        Dir::Reply => Tuple { proto: 17, src: REMOTE, src_port: 53, dst: UPLINK, dst_port: sp },
+    };
+    let first = Small::cache_slot(&tuple(20000), dir);
+    let other = (20001..u16::MAX).find(|&sp| Small::cache_slot(&tuple(sp), dir) == first).unwrap();
+    (20000, other)
+}
+
+#[test]
+fn flow_cache_slot_shared_by_two_flows() {
+    for dir in [Dir::Original, Dir::Reply] {
+        let (a, b) = colliding_ports(dir);
+        let mut t = table::<64, 256>();
+        let mut sent = [Vec::new(), Vec::new()];
+        for (i, sp) in [a, b].into_iter().enumerate() {
+            let mut p = udp_pkt(CLIENT, sp, REMOTE, 53, b"q");
+            assert_eq!(out(&mut t, 0, &mut p, 0), Outbound::Forward { new: true });
+            sent[i] = p;
+        }
+        // Alternating, so that each lookup finds the other flow in the slot.
+        for round in 0..3u64 {
+            for (i, sp) in [a, b].into_iter().enumerate() {
+                let mut p = udp_pkt(CLIENT, sp, REMOTE, 53, b"q");
+                assert_eq!(out(&mut t, 0, &mut p, round), Outbound::Forward { new: false }, "{dir:?} {sp}");
+                assert_eq!(src_of(&p), (UPLINK, sp), "{dir:?}: translated as its own flow");
+                let mut r = reply_to(&sent[i], 0);
+                assert_eq!(t.inbound(&mut r, false, round), Inbound::Forward { client: c(0) });
+                assert_eq!(dst_of(&r), (CLIENT, sp), "{dir:?}: reply translated back to its own flow");
+            }
+        }
+        assert_eq!(t.stats().created, 2);
+        // `b` expires while `a` (used later) lives on: `a` is still its own flow, and `b` is a
+        // new one, whichever of them the slot names.
+        let late = 10 * SEC;
+        assert_eq!(out(&mut t, 0, &mut udp_pkt(CLIENT, a, REMOTE, 53, b"q"), late), Outbound::Forward { new: false });
+        let now = 2 + t.timeouts().udp_replied;
+        for (sp, new) in [(b, true), (a, false), (b, false)] {
+            let mut p = udp_pkt(CLIENT, sp, REMOTE, 53, b"q");
+            assert_eq!(out(&mut t, 0, &mut p, now), Outbound::Forward { new }, "{dir:?} {sp}");
+            assert_eq!(src_of(&p), (UPLINK, sp));
+        }
+        assert_eq!((t.stats().created, t.stats().expired), (3, 1));
+    }
+}

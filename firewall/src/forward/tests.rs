@@ -893,3 +893,56 @@ fn downlink_can_be_cleared() {
     fw.set_downlink(None);
     assert_eq!(fw.downlink(), Fw::DEFAULT_DOWNLINK);
 }
+
+// ---------------------------------------------------------------------------------------
+// the conntrack flow cache behind the engine's configuration changes
+
+/// An engine with a TCP flow of client 1 opened and used twice each way (both of its tuples
+/// in the flow cache); returns the client's ACK and the remote's ACK to the NAT address.
+fn engine_with_cached_flow() -> (Box<Fw>, Vec<u8>, Vec<u8>) {
+    let mut fw = engine();
+    assert!(matches!(client(&mut fw, &tcp_ip(&client_h(), 40000, 443, SYN, b""), 0).d, Decision::Forward { .. }));
+    let ack = tcp_ip(&client_h(), 40000, 443, ACK, b"data");
+    let reply = tcp_ip(&Ip::new(REMOTE, UPLINK, IpProtocol::Tcp), 443, 40000, ACK, b"answer");
+    for _ in 0..2 {
+        assert!(matches!(client(&mut fw, &ack, SEC).d, Decision::Forward { to: Egress::Uplink, .. }));
+        assert!(matches!(uplink(&mut fw, &reply, SEC).d, Decision::Forward { to: Egress::Client(_), .. }));
+    }
+    (fw, ack, reply)
+}
+
+#[test]
+fn configuration_changes_forget_cached_flows() {
+    let not_new = Decision::Drop(DropCause::Invalid(Invalid::NotNew));
+    type Change = (&'static str, fn(&mut Fw));
+    let changes: [Change; 4] = [
+        ("rule commit refusing the flow", |fw| {
+            let rules: [(&[u8], &[u8]); 2] = [(b"policy", b"drop"), (b"0000", b"action=accept proto=udp")];
+            assert_eq!(fw.commit_rules(c(1), rules), Ok(1));
+        }),
+        ("client removed and added again", |fw| {
+            assert!(fw.remove_client(c(1)));
+            fw.add_client(c(1), ClientConfig { addr: CLIENT, mac: C1_MAC }).unwrap();
+            let rules: [(&[u8], &[u8]); 1] = [(b"policy", b"accept")];
+            fw.commit_rules(c(1), rules).unwrap();
+        }),
+        ("rekey", |fw| fw.rekey(*b"fedcba9876543210")),
+        ("new uplink address", |fw| {
+            fw.set_uplink(Some(UplinkConfig { addr: Ipv4Addr::new(10, 137, 0, 7), ..uplink_cfg(1500) }));
+        }),
+    ];
+    for (what, change) in changes {
+        let (mut fw, ack, reply) = engine_with_cached_flow();
+        change(&mut fw);
+        assert!(fw.conntrack().is_empty(), "{what}");
+        assert_eq!(client(&mut fw, &ack, 2 * SEC).d, not_new, "{what}");
+        let want = if what == "new uplink address" { DropCause::NotForUs } else { DropCause::NotTracked };
+        assert_eq!(uplink(&mut fw, &reply, 2 * SEC).d, Decision::Drop(want), "{what}");
+    }
+    // A commit that still accepts the flow keeps it, cached or not.
+    let (mut fw, ack, reply) = engine_with_cached_flow();
+    let rules: [(&[u8], &[u8]); 1] = [(b"policy", b"accept")];
+    assert_eq!(fw.commit_rules(c(1), rules), Ok(0));
+    assert!(matches!(client(&mut fw, &ack, 2 * SEC).d, Decision::Forward { to: Egress::Uplink, .. }));
+    assert!(matches!(uplink(&mut fw, &reply, 2 * SEC).d, Decision::Forward { to: Egress::Client(_), .. }));
+}
