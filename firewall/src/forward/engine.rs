@@ -759,6 +759,13 @@ fn set_macs(buf: &mut [u8], src: EthernetAddress, dst: EthernetAddress) {
     buf[6..12].copy_from_slice(src.as_bytes());
 }
 
+/// Offsets and bits of the IPv4 fixed header that [`Meta::parse`] reads directly.
+const FLAGS_OFFSET: usize = 6;
+const PROTOCOL: usize = 9;
+const DONT_FRAG: u16 = 0x4000;
+const MORE_FRAGS: u16 = 0x2000;
+const OFFSET: u16 = 0x1fff;
+
 /// The IPv4 header facts the pipeline needs, read once.
 #[derive(Clone, Copy, Debug)]
 struct Meta {
@@ -782,15 +789,20 @@ impl Meta {
         if p.version() != 4 || !header_checksum_ok(&ip[..p.header_len()]) {
             return None;
         }
+        // Protocol and flags read from the checked fixed header here rather than through
+        // `next_header`/`is_fragment`, which are not inlined into this (large) caller: a call
+        // and its spills on every packet.
+        let flags_offset = u16::from_be_bytes([ip[FLAGS_OFFSET], ip[FLAGS_OFFSET + 1]]);
         Some(Meta {
             src: p.src_addr(),
             dst: p.dst_addr(),
-            proto: p.next_header(),
+            proto: IpProtocol::from(ip[PROTOCOL]),
             ttl: p.ttl(),
             total: usize::from(p.total_len()),
             header_len: p.header_len(),
-            dont_frag: p.dont_frag(),
-            fragment: p.is_fragment(),
+            dont_frag: flags_offset & DONT_FRAG != 0,
+            // More fragments, or a non-zero offset.
+            fragment: flags_offset & (MORE_FRAGS | OFFSET) != 0,
         })
     }
 
@@ -812,10 +824,14 @@ pub(super) fn header_checksum_ok(header: &[u8]) -> bool {
     if cfg!(fuzzing) {
         return true;
     }
-    let mut acc: u64 = 0;
-    for w in header.chunks_exact(4) {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-    }
+    let sum = |words: &[u8]| -> u64 {
+        words.chunks_exact(4).map(|w| u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]))).sum()
+    };
+    // The usual header without options as a fixed-size array: five words, no loop.
+    let mut acc = match header.first_chunk::<20>() {
+        Some(fixed) if header.len() == 20 => sum(fixed),
+        _ => sum(header),
+    };
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
