@@ -507,7 +507,8 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
         if local {
             return self.local(id, meta, link_dst, buf, reply, now);
         }
-        let Some(up) = self.uplink else { return Decision::Drop(DropCause::NoUplink) };
+        // Borrowed, not copied: the fields are read where needed.
+        let Some(up) = self.uplink.as_ref() else { return Decision::Drop(DropCause::NoUplink) };
         if meta.ttl <= 1 {
             let kind = Icmpv4Error::TimeExceeded(TimeExceeded::TtlExpired);
             return self.icmp_error(to, kind, &buf[ETH..end], link_dst, DropCause::TtlExpired, reply, now);
@@ -533,7 +534,7 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
             Outbound::Forward { .. } => {
                 decrement_ttl(&mut buf[ETH..end]);
                 set_macs(buf, up.mac, up.gateway_mac);
-                self.emit(Egress::Uplink, buf, end, csum, up.mtu)
+                Self::emit(Egress::Uplink, buf, end, csum, up.mtu)
             }
             Outbound::Drop(why) => {
                 let cause = DropCause::Rules(why);
@@ -552,7 +553,7 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
     /// A frame ready for `to` (Ethernet header set): forward it, or hand it back for
     /// fragmenting if it is larger than `mtu` (the callers checked it may be fragmented).
     #[inline(always)]
-    fn emit(&mut self, to: Egress, buf: &mut [u8], end: usize, csum: ChecksumState, mtu: u16) -> Decision {
+    fn emit(to: Egress, buf: &mut [u8], end: usize, csum: ChecksumState, mtu: u16) -> Decision {
         if end - ETH <= usize::from(mtu) {
             return Decision::Forward { to, len: end, csum };
         }
@@ -671,7 +672,7 @@ impl<const N: usize, const B: usize, const C: usize> Firewall<N, B, C> {
                 let mac = s.cfg.mac;
                 decrement_ttl(&mut buf[ETH..end]);
                 set_macs(buf, self.downlink().mac, mac);
-                self.emit(Egress::Client(client), buf, end, csum, mtu)
+                Self::emit(Egress::Client(client), buf, end, csum, mtu)
             }
             Inbound::NotTracked => Decision::Drop(DropCause::NotTracked),
             Inbound::Invalid(i) => Decision::Drop(DropCause::Invalid(i)),
