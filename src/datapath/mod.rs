@@ -292,13 +292,15 @@ impl Datapath {
             let mut frames: heapless::Vec<OutFrame<'_>, OUTBOX> = heapless::Vec::new();
             for o in &to_clients {
                 let Egress::Client(id) = o.to else { continue };
-                let vif =
-                    self.vifs[usize::from(id.get()) % MAX_VIFS].unwrap_or(VifId { index: u16::MAX, generation: 0 });
-                let meta = FrameMeta {
-                    len: o.len,
-                    csum_blank: o.csum == ChecksumState::PartialPseudoHeader,
-                    data_validated: o.csum == ChecksumState::PartialPseudoHeader,
-                };
+                // An id without a vif (gone since) gets an id no vif has: the netback drops it.
+                let vif = self
+                    .vifs
+                    .get(usize::from(id.get()))
+                    .copied()
+                    .flatten()
+                    .unwrap_or(VifId { index: u16::MAX, generation: 0 });
+                let flags = offload_flags(o.csum);
+                let meta = FrameMeta { len: o.len, csum_blank: flags.blank, data_validated: flags.validated };
                 let _ = frames.push(OutFrame { vif, slot: &o.slot, len: usize::from(o.len), meta });
             }
             netback.transmit_many(xen, &frames, &mut results);
