@@ -3,7 +3,7 @@
 SERVER=10.0.0.1
 for w in $(cat /proc/cmdline); do case $w in pc_sha=*) SHA=${w#pc_sha=} ;; esac; done
 wget -q -O /tmp/blob "http://$SERVER:8080/blob"
-got=$(sha256sum /tmp/blob | cut -d' ' -f1)
+got=$(sha_of /tmp/blob)
 echo "download: $(wc -c < /tmp/blob) bytes sha256 $got"
 check "HTTP download through NAT, checksum matches" [ "$got" = "$SHA" ]
 check "UDP echo through NAT: 2000 intact" /client/udp-echo-check $SERVER 7777 2000 16

@@ -7,7 +7,7 @@ for w in $(cat /proc/cmdline); do case $w in pc_sha=*) SHA=${w#pc_sha=} ;; esac;
 ping -q -i 0.05 -c 5 -W 2 "$GW" > /tmp/ping.out 2>&1
 check "the gateway address from QubesDB answers ping" grep -q ' 0% packet loss' /tmp/ping.out
 timeout 30 wget -q -O /tmp/blob "http://$SERVER:8088/blob"
-check "HTTP download through NAT (tcp 8088 allowed), checksum matches" [ "$(sha256sum < /tmp/blob | cut -d' ' -f1)" = "$SHA" ]
+check "HTTP download through NAT (tcp 8088 allowed), checksum matches" [ "$(sha_of /tmp/blob)" = "$SHA" ]
 nc -w 5 $SERVER 81 < /dev/null > /tmp/w81 2>&1
 cat /tmp/w81
 check "tcp 81 refused by the first rules (No route to host)" grep -q 'No route to host' /tmp/w81
@@ -20,13 +20,9 @@ echo "udp flow: $before replies so far"
 check "the UDP flow is answered under the first rules" [ "$before" -ge 5 ]
 echo "QDB-PHASE1"
 # dom0 now pushes the new rules; port 81 opens when they are in force.
-opened=0
-for i in $(seq 1 90); do
-    if timeout 10 wget -q -O /tmp/blob81 "http://$SERVER:81/blob" 2>/dev/null; then opened=1; break; fi
-    sleep 1
-done
-check "tcp 81, refused before, is allowed after the update" [ "$opened" = 1 ]
-check "download over port 81 intact" [ "$(sha256sum < /tmp/blob81 | cut -d' ' -f1)" = "$SHA" ]
+check "tcp 81, refused before, is allowed after the update" \
+    until_ok 90 timeout 10 wget -q -O /tmp/blob81 "http://$SERVER:81/blob"
+check "download over port 81 intact" [ "$(sha_of /tmp/blob81)" = "$SHA" ]
 r1=$(grep -c reply /tmp/stream); e1=$(grep -c unreachable /tmp/stream)
 sleep 3
 r2=$(grep -c reply /tmp/stream); e2=$(grep -c unreachable /tmp/stream)

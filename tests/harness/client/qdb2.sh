@@ -7,10 +7,5 @@ got=$?
 cat /tmp/w1
 check "blocked while its rules do not parse" [ "$got" != 0 ]
 echo "QDB-PHASE1"
-opened=0
-for i in $(seq 1 90); do
-    if timeout 10 wget -q -O /tmp/blob "http://$SERVER:8088/blob" 2>/dev/null; then opened=1; break; fi
-    sleep 1
-done
-check "allowed once dom0 fixed its rules" [ "$opened" = 1 ]
-check "download intact" [ "$(sha256sum < /tmp/blob | cut -d' ' -f1)" = "$SHA" ]
+check "allowed once dom0 fixed its rules" until_ok 90 timeout 10 wget -q -O /tmp/blob "http://$SERVER:8088/blob"
+check "download intact" [ "$(sha_of /tmp/blob)" = "$SHA" ]
