@@ -40,7 +40,8 @@ pub struct Options {
     pub stats_interval_s: u32,
     /// `debug-crash=pagefault|stack`: fault on purpose once booted.
     pub debug_crash: Option<DebugCrash>,
-    /// `ip=A.B.C.D/LEN`: the uplink address (until QubesDB provides it).
+    /// `ip=A.B.C.D/LEN`: the uplink address; giving it makes the command line the configuration
+    /// (QubesDB off unless `qubesdb=1`).
     pub uplink_ip: Option<(Ipv4Addr, u8)>,
     /// `gw=A.B.C.D`: the uplink gateway.
     pub gateway: Option<Ipv4Addr>,

@@ -1,4 +1,5 @@
-//! Per-client firewall rules from the command line, until QubesDB provides them.
+//! Per-client firewall rules from the command line (the configuration when `ip=` is given and
+//! QubesDB is not used).
 //!
 //! One word per client: `rules=<client-ip>;<policy>[;<rule>…]`, where `<policy>` is `accept`
 //! or `drop` and each `<rule>` is a Qubes v4 rule line with `+` for its spaces, e.g.
